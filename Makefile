@@ -1,0 +1,81 @@
+# bssn-book: every target creates the environment it needs first.
+#   make book    build the HTML book into _build/html (executes the chapters)
+#   make test    everything CI checks (see README.md)
+#   make bench   speed and memory measurements (benchmarks/README.md)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+export PYTHONHASHSEED := 0
+# Two notebooks run at once on two cores: one thread each avoids oversubscription.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export HF_HUB_OFFLINE := 1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+help:
+	@echo "make book    build the book into _build/html (creates .venv first)"
+	@echo "make test    sync and clean checks, chapters through nbdev-test, book, pytest incl. browser test"
+	@echo "make bench   benchmarks (benchmarks/README.md)"
+	@echo "make export  notebooks -> bssn_book/ (nbdev-export), then clean the notebooks"
+
+# The environment: pinned versions from requirements.txt, the package editable.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+env: $(STAMP)
+
+# JavaScript the book serves itself (MathJax, requirejs, the widget manager), from npm.
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian's Chromium for the browser test (never a browser downloaded by a test tool).
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+export: env
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+check-sync: env
+	bash tools/check_sync.sh
+
+# Each chapter is executed once by nbdev-test (a cell that raises fails the run);
+# the executed copies in _build/src/ are what the book renders. Unchanged
+# chapters are not executed again.
+execute: env
+	$(BIN)/python tools/execute_nbs.py
+
+book: env node_modules/.stamp
+	@start=$$(date +%s); \
+	$(BIN)/nbdev-export && \
+	$(BIN)/python tools/execute_nbs.py && \
+	$(BIN)/python tools/book_assets.py && \
+	$(BIN)/jupyter-book build _build/src --path-output . --warningiserror --keep-going -q && \
+	echo "make book: done in $$(( $$(date +%s) - start )) s; open $(CURDIR)/_build/html/index.html"
+
+test: env browser-deps
+	@start=$$(date +%s); \
+	bash tools/check_sync.sh && \
+	$(MAKE) --no-print-directory book && \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider && \
+	echo "make test: passed in $$(( $$(date +%s) - start )) s"
+
+bench: env
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf _build dist build *.egg-info
+
+.PHONY: help env export check-sync execute book test bench clean browser-deps
