@@ -73,7 +73,7 @@ test: env browser-deps
 	echo "make test: passed in $$(( $$(date +%s) - start )) s"
 
 bench: env
-	$(BIN)/python benchmarks/run.py
+	OMP_NUM_THREADS=$$(nproc) $(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf _build dist build *.egg-info

@@ -1,0 +1,137 @@
+"""Discriminator training step: our normalizations against torch's spectral_norm.
+
+One step = D(real) and D(fake) on a batch of 64 images 32x32x3, hinge loss,
+backward, Adam step, on the paper's CNN discriminator (`CNNDiscriminator`), at
+width 1.0 and 0.25, for: no normalization, torch's
+`torch.nn.utils.parametrizations.spectral_norm`, and our `sn`, `bssn`,
+`strict`. Variants are timed round-robin in one process (so drift hits all of
+them alike); each figure is the median over repeats, and each ratio is against
+torch's SN measured in the same run. Peak memory is measured in a fresh process
+per variant (peak RSS growth over the steps on CPU, `max_memory_allocated` on
+CUDA).
+
+    python benchmarks/run.py [--repeats 15] [--steps 3] [--widths 1.0 0.25] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bssn_book.models import CNNDiscriminator
+from bssn_book.norms import apply_norm
+
+VARIANTS = ["none", "torch_sn", "sn", "bssn", "strict"]
+BASELINE = "torch_sn"
+HERE = Path(__file__).resolve().parent
+
+
+def build(variant: str, width: float, device: torch.device):
+    torch.manual_seed(0)
+    D = CNNDiscriminator(in_channels=3, width=width, resolution=32).to(device)
+    if variant == "torch_sn":
+        for m in D.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.utils.parametrizations.spectral_norm(m)
+    elif variant == "strict":
+        apply_norm(D, "strict", example_input=torch.zeros(1, 3, 32, 32, device=device))
+    elif variant != "none":
+        apply_norm(D, variant, scale=1.0)
+    D.train()
+    opt = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(64, 3, 32, 32, generator=g).to(device)
+    fake = torch.randn(64, 3, 32, 32, generator=g).to(device)
+    return D, opt, real, fake
+
+
+def step(D, opt, real, fake):
+    opt.zero_grad(set_to_none=True)
+    loss = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_all(width, device, repeats, steps):
+    setups = {v: build(v, width, device) for v in VARIANTS}
+    for v in VARIANTS:  # warm-up: allocator, kernels, first power iterations
+        for _ in range(2):
+            step(*setups[v])
+    times = {v: [] for v in VARIANTS}
+    for _ in range(repeats):
+        for v in VARIANTS:
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(*setups[v])
+            sync(device)
+            times[v].append((time.perf_counter() - t0) / steps)
+    return {v: statistics.median(t) for v, t in times.items()}, times
+
+
+def peak_memory(variant, width, device, steps):
+    """Run in a fresh process: bytes of peak memory growth during `steps` steps."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); import run as b; "
+        "dev = torch.device(%r); s = b.build(%r, %r, dev); "
+        "torch.cuda.reset_peak_memory_stats() if dev.type == 'cuda' else None; "
+        "base = torch.cuda.memory_allocated() if dev.type == 'cuda' else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; "
+        "[b.step(*s) for _ in range(%d)]; "
+        "peak = torch.cuda.max_memory_allocated() if dev.type == 'cuda' else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(peak - base)"
+    ) % (str(HERE), str(device), variant, width, steps)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+    ap.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=str(HERE / "results" / "d_step.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for width in args.widths:
+        med, raw = time_all(width, device, args.repeats, args.steps)
+        for v in VARIANTS:
+            mem = peak_memory(v, width, device, steps=3)
+            rows.append(dict(width=width, variant=v, median_s=med[v],
+                             ratio_vs_torch_sn=med[v] / med[BASELINE],
+                             peak_mem_mb=mem / 2**20, times_s=raw[v]))
+            print(f"width {width:4}  {v:9}  median {1e3 * med[v]:8.1f} ms  "
+                  f"x{med[v] / med[BASELINE]:.3f} vs torch SN  peak +{mem / 2**20:7.1f} MB", flush=True)
+    result = dict(
+        what="paper CNN discriminator training step, batch 64, 32x32x3, hinge loss, Adam",
+        command="make bench  (python benchmarks/run.py " + " ".join(argv or sys.argv[1:]) + ")",
+        device=str(device), threads=args.threads, torch=torch.__version__,
+        machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats=args.repeats,
+        steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
