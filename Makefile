@@ -74,6 +74,7 @@ test: env browser-deps
 
 bench: env
 	OMP_NUM_THREADS=$$(nproc) $(BIN)/python benchmarks/run.py
+	OMP_NUM_THREADS=$$(nproc) $(BIN)/python benchmarks/train_quick.py
 
 clean:
 	rm -rf _build dist build *.egg-info

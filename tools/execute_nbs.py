@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 SRC = ROOT / "_build" / "src"
-BOOK_FILES = ["_toc.yml", "_config.yml", "index.md", "references.bib"]
+BOOK_FILES = ["_toc.yml", "_config.yml", "index.md", "references.md", "references.bib"]
 # Folders the chapters read with paths relative to nbs/ (e.g. ../experiments).
 LINKED_DIRS = ["experiments", "benchmarks"]
 KEY = "bssn_exec_key"
