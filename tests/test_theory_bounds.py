@@ -96,3 +96,20 @@ def test_bad_input():
         gradient_bound(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1)), torch.randn(1, 2))
     with pytest.raises(ValueError, match="conv"):
         layer_operator_norm(nn.Conv2d(1, 1, 3), (1, 4, 4), conv="bogus")
+
+
+@settings(max_examples=15, deadline=None)
+@given(depth=st.integers(1, 4), width=st.integers(1, 10), log_scale=st.floats(-2, 2), seed=st.integers(0, 10_000))
+def test_raw_gradient_bound_holds_for_sn(depth, width, log_scale, seed):
+    from bssn_book.theory.bounds import measured_raw_gradients, raw_gradient_bound
+    torch.manual_seed(seed)
+    model = _mlp(depth, width, 3)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            spectral_norm(m)
+            with torch.no_grad():
+                m.parametrizations.weight.original.mul_(10 ** log_scale)
+    model.eval()
+    x = torch.randn(8, 3)
+    for g, b in zip(measured_raw_gradients(model, x), raw_gradient_bound(model, x)):
+        assert g["grad"] <= b["raw_bound"] * (1 + 1e-6)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['LIPSCHITZ_ACTIVATIONS', 'conv_patch_count', 'conv_matrix', 'layer_operator_norm', 'gradient_bound',
-           'measured_gradients']
+           'measured_gradients', 'raw_gradient_bound', 'measured_raw_gradients']
 
-# %% ../../nbs/04_exploding.ipynb #9d1bcdc9
+# %% ../../nbs/04_exploding.ipynb #7d086ce6
 import math
 import torch
 import torch.nn.functional as F
@@ -101,3 +101,26 @@ def measured_gradients(model, x):
         rows.append(dict(name=name, grad=float(g.double().norm()),
                          bias_grad=float(gb.pop(0).double().norm()) if b is not None else 0.0))
     return rows
+
+# %% ../../nbs/04_exploding.ipynb #db360daf
+def raw_gradient_bound(model, x, conv="exact"):
+    "Bounds on ||d mean D / d W_l||_F for the raw weights (eq-ch4-rawbound): normalized layers get ||W_bar||_F^2/||W||_F."
+    rows = gradient_bound(model, x, conv=conv)
+    for r in rows:
+        m = model.get_submodule(r["name"])
+        plist = getattr(getattr(m, "parametrizations", None), "weight", None)
+        factor = 1.0
+        if plist is not None:
+            w_bar, w = m.weight.detach().double(), plist.original.detach().double()
+            factor = float(w_bar.norm() ** 2 / w.norm())
+        r["raw_bound"] = factor * r["bound"]
+    return rows
+
+
+def measured_raw_gradients(model, x):
+    "||d mean_i D(x_i) / d W_l||_F for the raw weights (`parametrizations.weight.original` if parametrized)."
+    layers = [(n, m) for n, m in model.named_children() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    raw = [getattr(getattr(m, "parametrizations", None), "weight", None) for _, m in layers]
+    raw = [m.weight if p is None else p.original for (_, m), p in zip(layers, raw)]
+    grads = torch.autograd.grad(model(x).mean(), raw)
+    return [dict(name=n, grad=float(g.double().norm())) for (n, _), g in zip(layers, grads)]
