@@ -6,7 +6,7 @@
 __all__ = ['LIPSCHITZ_ACTIVATIONS', 'conv_patch_count', 'conv_matrix', 'layer_operator_norm', 'gradient_bound',
            'measured_gradients', 'raw_gradient_bound', 'measured_raw_gradients']
 
-# %% ../../nbs/04_exploding.ipynb #7d086ce6
+# %% ../../nbs/04_exploding.ipynb #5e3fa41d
 import math
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ def measured_gradients(model, x):
                          bias_grad=float(gb.pop(0).double().norm()) if b is not None else 0.0))
     return rows
 
-# %% ../../nbs/04_exploding.ipynb #db360daf
+# %% ../../nbs/04_exploding.ipynb #0772f0d1
 def raw_gradient_bound(model, x, conv="exact"):
     "Bounds on ||d mean D / d W_l||_F for the raw weights (eq-ch4-rawbound): normalized layers get ||W_bar||_F^2/||W||_F."
     rows = gradient_bound(model, x, conv=conv)
