@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['fan_in', 'effective_weight', 'raw_weight', 'fan_in_variance', 'grad_norms']
 
-# %% ../../nbs/06_training.ipynb #b7db05f0
+# %% ../../nbs/06_training.ipynb #a1d6527b
 import math
 import torch
 from torch import nn
