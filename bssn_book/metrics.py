@@ -7,7 +7,7 @@ __all__ = ['MNIST_EXTRACTOR', 'INCEPTION_EXTRACTOR', 'INCEPTION_WEIGHTS_FILE', '
            'load_mnist_classifier', 'uint8_to_unit', 'MNISTFeatureExtractor', 'to_uint8', 'TensorImages',
            'GeneratorImages', 'inception_weights_path', 'compute_metrics', 'mixture_quality']
 
-# %% ../nbs/08d_metrics.ipynb #5d7dc046
+# %% ../nbs/08d_metrics.ipynb #fd8bc20d
 import math, os, pathlib, warnings
 from importlib import resources
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/08d_metrics.ipynb #1e283de3
+# %% ../nbs/08d_metrics.ipynb #5a270444
 class MNISTClassifier(nn.Module):
     "Small CNN for 1 x 32 x 32 digits in [-1, 1]: `forward` gives logits, `features` the 128-d penultimate layer."
     def __init__(self, n_classes=10, n_features=128):
@@ -31,7 +31,7 @@ class MNISTClassifier(nn.Module):
     def features(self, x): return self.body(x)
     def forward(self, x): return self.head(self.body(x))
 
-# %% ../nbs/08d_metrics.ipynb #abc62002
+# %% ../nbs/08d_metrics.ipynb #d0970215
 def mnist_weights_path():
     "Path of the shipped classifier weights (`bssn_book/assets/mnist_classifier.pt`)."
     return pathlib.Path(str(resources.files("bssn_book") / "assets" / "mnist_classifier.pt"))
@@ -46,7 +46,7 @@ def load_mnist_classifier(path=None, map_location="cpu"):
     model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
     return model.eval().requires_grad_(False)
 
-# %% ../nbs/08d_metrics.ipynb #a671e470
+# %% ../nbs/08d_metrics.ipynb #dfbc093b
 try:
     import torch_fidelity
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -97,7 +97,7 @@ class MNISTFeatureExtractor(FeatureExtractorBase):
 if torch_fidelity is not None and MNIST_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(MNIST_EXTRACTOR, MNISTFeatureExtractor)
 
-# %% ../nbs/08d_metrics.ipynb #34285fee
+# %% ../nbs/08d_metrics.ipynb #c36a7488
 def to_uint8(x):
     "Images in [-1, 1] (float) -> uint8 in 0..255 (clipped, rounded); uint8 input is returned unchanged."
     if x.dtype == torch.uint8: return x
@@ -131,7 +131,7 @@ class GeneratorImages(GenerativeModelBase):
         if p is not None: z = z.to(device=p.device, dtype=p.dtype)
         return to_uint8(self.generator(z))
 
-# %% ../nbs/08d_metrics.ipynb #3cf5d268
+# %% ../nbs/08d_metrics.ipynb #77d8a99c
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 def inception_weights_path():
@@ -154,7 +154,7 @@ def _resolve_extractor(extractor, weights_path, download):
         return INCEPTION_EXTRACTOR, {"feature_extractor_weights_path": str(path)}
     raise ValueError(f"compute_metrics: extractor must be 'mnist' or '{INCEPTION_EXTRACTOR}', got {extractor!r}")
 
-# %% ../nbs/08d_metrics.ipynb #5688ce55
+# %% ../nbs/08d_metrics.ipynb #5847c313
 _KEYS = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
          "kernel_inception_distance_std": "kid_std", "inception_score_mean": "is", "inception_score_std": "is_std",
          "precision": "precision", "recall": "recall", "f_score": "f_score"}
@@ -222,7 +222,7 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     out.update(extractor=name, num_generated=n_gen, num_real=n_real)
     return out
 
-# %% ../nbs/08d_metrics.ipynb #35fa991b
+# %% ../nbs/08d_metrics.ipynb #0ca18b22
 def mixture_quality(samples, centers, std, *, min_count=None, n_std=3.0):
     """Modes covered and share of high-quality samples of 2-D (or d-D) samples from a Gaussian mixture.
 
