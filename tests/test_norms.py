@@ -1,0 +1,314 @@
+"Normalization library of chapter 3 (bssn_book.norms): semantics, gradients, state, compile, autocast, bad input."
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from bssn_book.norms import NORM_KINDS, apply_norm, is_normalized, remove_norm, sigmas
+from bssn_book.spectral import conv_operator_norm
+
+torch.set_num_threads(1)
+KINDS_SHAPE = [dict(kind="sn"), dict(kind="ssn", scale=1.3), dict(kind="bsn"), dict(kind="bssn", scale=0.8),
+               dict(kind="strict"), dict(kind="sn", gamma="shared", scale=1.2), dict(kind="bssn", gamma="per_layer")]
+IDS = ["sn", "ssn", "bsn", "bssn", "strict", "sn-gamma-shared", "bssn-gamma-per-layer"]
+
+
+def small_d(seed=0, c=3, res=8):
+    "A small CNN discriminator in the paper's pattern (conv3x3 s1, conv4x4 s2, dense)."
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 16, 4, stride=2, padding=1),
+                         nn.LeakyReLU(0.1), nn.Conv2d(16, 16, 3, padding=1), nn.LeakyReLU(0.1), nn.Flatten(),
+                         nn.Linear(16 * (res // 2) ** 2, 1))
+
+
+def normalized_d(opts, seed=0, **kw):
+    D = small_d(seed, **kw)
+    opts = dict(opts)
+    if opts["kind"] == "strict":
+        opts["example_input"] = torch.zeros(1, 3, 8, 8)
+    return apply_norm(D, **opts)
+
+
+def buffers(model):
+    return {k: v.clone() for k, v in model.named_buffers()}
+
+
+def snapshot(model):
+    "Everything apply_norm could change: state_dict values, parameter identities, parametrized layers, classes."
+    lazy = nn.parameter.UninitializedParameter
+    return dict(state={k: v if isinstance(v, lazy) else v.clone() for k, v in model.state_dict().items()},
+                params=[(n, id(p)) for n, p in model.named_parameters()],
+                parametrized=[(n, parametrize.is_parametrized(m)) for n, m in model.named_modules()],
+                classes=[(n, type(m)) for n, m in model.named_modules()],
+                training=[(n, m.training) for n, m in model.named_modules()])
+
+
+def assert_same(a, b):
+    assert a["params"] == b["params"] and a["parametrized"] == b["parametrized"]
+    assert a["classes"] == b["classes"] and a["training"] == b["training"]
+    assert a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        x, y = a["state"][k], b["state"][k]
+        assert x is y if isinstance(x, nn.parameter.UninitializedParameter) else torch.equal(x, y), k
+
+
+@pytest.mark.parametrize("opts", KINDS_SHAPE, ids=IDS)
+def test_training_updates_vectors_eval_does_not(opts):
+    D = normalized_d(opts)
+    x = torch.randn(4, 3, 8, 8)
+    before = buffers(D)
+    D.train()
+    D(x)
+    after = buffers(D)
+    assert before.keys() == after.keys() and len(before) > 0
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    D.eval()
+    y1 = D(x)
+    assert all(torch.equal(after[k], v) for k, v in buffers(D).items())
+    y2 = D(x)
+    assert torch.equal(y1, y2)
+
+
+@pytest.mark.parametrize("opts", KINDS_SHAPE, ids=IDS)
+def test_scale_invariance_and_orthogonal_gradient(opts):
+    "D(c W) == D(W) for the raw weights, so <grad, W_raw> ~ 0 (the gradient flows through sigma)."
+    D = normalized_d(opts).double()
+    for _ in range(30):  # converge the power iteration
+        D(torch.zeros(1, 3, 8, 8, dtype=torch.float64))
+    D.eval()
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    y = D(x)
+    raws = [m.parametrizations.weight.original for m in D.modules() if is_normalized(m)]
+    with torch.no_grad():
+        for w in raws:
+            w.mul_(3.7)
+    assert torch.allclose(D(x), y, rtol=1e-9, atol=1e-9)
+    D.zero_grad()
+    D(x).sum().backward()
+    for w in raws:
+        inner = float((w.grad * w.detach()).sum())
+        assert abs(inner) <= 1e-8 * w.grad.norm() * w.norm(), inner
+
+
+@pytest.mark.parametrize("opts", KINDS_SHAPE, ids=IDS)
+def test_state_dict_round_trip(opts):
+    D = normalized_d(opts, seed=0)
+    for _ in range(3):
+        D(torch.randn(2, 3, 8, 8))
+    sd = D.state_dict()
+    fresh = normalized_d(opts, seed=1)  # a freshly normalized model with other weights and vectors
+    fresh.load_state_dict(sd)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in sd.items())
+    D.eval(), fresh.eval()
+    x = torch.randn(3, 3, 8, 8)
+    assert torch.equal(D(x), fresh(x))
+    assert sigmas(D) == sigmas(fresh)
+    # and into a plain model without normalization after remove_norm(leave_parametrized=False)
+    plain = remove_norm(copy.deepcopy(D), leave_parametrized=False)
+    assert not any(is_normalized(m) for m in plain.modules())
+
+
+@pytest.mark.parametrize("opts", KINDS_SHAPE, ids=IDS)
+def test_deepcopy_has_independent_vectors(opts):
+    D = normalized_d(opts)
+    ema = copy.deepcopy(D)
+    for (k, a), (_, b) in zip(D.named_buffers(), ema.named_buffers()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), k
+    ema_before = buffers(ema)
+    D.train()
+    D(torch.randn(2, 3, 8, 8))
+    assert all(torch.equal(v, ema_before[k]) for k, v in ema.named_buffers())
+    if opts.get("gamma") == "shared":
+        gammas = {id(p) for n, p in ema.named_parameters() if "gamma" in n}
+        assert len(gammas) == 1  # still one shared gamma in the copy
+        assert gammas.isdisjoint({id(p) for p in D.parameters()})
+
+
+@pytest.mark.parametrize("opts", KINDS_SHAPE, ids=IDS)
+def test_one_graph_real_fake_and_gradient_penalty(opts):
+    D = normalized_d(opts)
+    D.train()
+    real, fake = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8, requires_grad=True)
+    loss = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()  # two accesses, two updates, one graph
+    eps = torch.rand(4, 1, 1, 1)
+    mix = (eps * real + (1 - eps) * fake.detach()).requires_grad_()
+    (g,) = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
+    gp = ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    (loss + 10 * gp).backward()
+    raws = [m.parametrizations.weight.original for m in D.modules() if is_normalized(m)]
+    assert all(w.grad is not None and torch.isfinite(w.grad).all() for w in raws)
+
+
+def test_compile_fullgraph_no_graph_break():
+    "One compiled model holding sn, bssn with a scale, strict and a learnable gamma: no graph break, same result."
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available in this torch build")
+    torch._dynamo.reset()
+    D = small_d()
+    apply_norm(D[0], "sn")
+    apply_norm(D[2], "bssn", scale=1.2)
+    apply_norm(D[4], "strict", input_shape=(16, 4, 4))
+    apply_norm(D[7], "sn", gamma="per_layer", scale=1.1)
+    ref = copy.deepcopy(D)
+    compiled = torch.compile(D, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 3, 8, 8)
+    y = compiled(x)
+    assert torch.allclose(y, ref(x), atol=1e-5)
+    y.sum().backward()  # the compiled graph trains, and the vectors were updated in place as in eager mode
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(D.buffers(), ref.buffers()))
+    assert all(p.grad is not None for p in D.parameters())
+
+
+@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
+def test_autocast_bf16_sigma_in_float32(kind):
+    D = normalized_d(dict(kind=kind))
+    D.eval()
+    sig = sigmas(D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for name, m in D.named_modules():
+            if is_normalized(m):
+                w = m.weight
+                assert w.dtype == torch.float32
+                raw = m.parametrizations.weight.original
+                expected = raw / sig[name]["sigma"]
+                assert torch.allclose(w, expected, rtol=1e-5, atol=1e-7)
+        y = D(torch.randn(2, 3, 8, 8))
+    assert y.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+@pytest.mark.parametrize("kind", NORM_KINDS)
+def test_cuda(kind):
+    D = small_d().cuda()
+    apply_norm(D, kind, example_input=torch.zeros(1, 3, 8, 8, device="cuda") if kind == "strict" else None)
+    assert all(b.is_cuda for b in D.buffers())
+    x = torch.randn(4, 3, 8, 8, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        D(x).float().mean().backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+def test_sn_matches_torch_spectral_norm():
+    "Same weights, converged vectors: our SN_w equals torch's, for Linear, Conv2d and ConvTranspose2d."
+    torch.manual_seed(0)
+    for layer in [nn.Linear(7, 5), nn.Conv2d(3, 6, 3), nn.ConvTranspose2d(4, 6, 4, stride=2)]:
+        ours, theirs = copy.deepcopy(layer), copy.deepcopy(layer)
+        apply_norm(ours, "sn", n_power_iterations=100)
+        spectral_norm(theirs, n_power_iterations=100, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
+        assert torch.allclose(ours.weight, theirs.weight, atol=1e-5)
+
+
+def test_bsn_definition_and_dense_equals_sn():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, 3)
+    apply_norm(conv, "bssn", scale=1.5, n_power_iterations=200)
+    W = conv.parametrizations.weight.original.detach()
+    s1 = torch.linalg.matrix_norm(W.flatten(1), 2)
+    s2 = torch.linalg.matrix_norm(W.transpose(0, 1).flatten(1), 2)
+    assert torch.allclose(conv.weight, 1.5 * W / ((s1 + s2) / 2), atol=1e-5)
+    est = sigmas(conv)[""]
+    assert est["sigma_out"] == pytest.approx(float(s1), rel=1e-4)
+    assert est["sigma_in"] == pytest.approx(float(s2), rel=1e-4)
+    convt = nn.ConvTranspose2d(3, 16, 4, stride=2)
+    apply_norm(convt, "bsn", n_power_iterations=200)
+    convt.weight  # one training-mode access: 200 power iterations
+    Wt = convt.parametrizations.weight.original.detach()
+    est = sigmas(convt)[""]  # weight (c_in, c_out, k): sigma_out is the reshape with c_out first
+    assert est["sigma_out"] == pytest.approx(float(torch.linalg.matrix_norm(Wt.transpose(0, 1).flatten(1), 2)), rel=1e-4)
+    assert est["sigma_in"] == pytest.approx(float(torch.linalg.matrix_norm(Wt.flatten(1), 2)), rel=1e-4)
+    lin_a, lin_b = nn.Linear(6, 4), None
+    lin_b = copy.deepcopy(lin_a)
+    apply_norm(lin_a, "bsn", n_power_iterations=100)
+    apply_norm(lin_b, "sn", n_power_iterations=100)
+    assert torch.allclose(lin_a.weight, lin_b.weight, atol=1e-6)
+
+
+def test_gamma_variants():
+    D = normalized_d(dict(kind="sn", gamma="shared", scale=1.5))
+    gammas = [p for n, p in D.named_parameters() if "gamma" in n]
+    assert len(gammas) == 1 and float(gammas[0]) == 1.5
+    layers = [m for m in D.modules() if is_normalized(m)]
+    assert all(m.parametrizations.weight[0].gamma is gammas[0] for m in layers)
+    # gamma scales the bias too: the layer is gamma * (W_bar x + b)
+    m = layers[0]
+    assert torch.allclose(m.bias, 1.5 * m.parametrizations.bias.original)
+    D(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert gammas[0].grad is not None
+    P = normalized_d(dict(kind="bssn", gamma="per_layer", scale=0.9))
+    g = [p for n, p in P.named_parameters() if "gamma" in n]
+    assert len(g) == len([m for m in P.modules() if is_normalized(m)]) and all(float(x) == pytest.approx(0.9) for x in g)
+    remove_norm(P)
+    assert not any(parametrize.is_parametrized(m) for m in P.modules())
+
+
+def test_is_normalized_remove_and_sigmas_keys():
+    D = normalized_d(dict(kind="bsn"))
+    names = [n for n, m in D.named_modules() if is_normalized(m)]
+    assert names == ["0", "2", "4", "7"]
+    s = sigmas(D)
+    assert list(s) == names and all({"sigma", "sigma_out", "sigma_in"} <= set(v) for v in s.values())
+    D.eval()
+    x = torch.randn(2, 3, 8, 8)
+    y = D(x)
+    remove_norm(D)  # leaves the normalized weights: same function
+    assert not any(is_normalized(m) for m in D.modules()) and torch.allclose(D(x), y, atol=1e-6)
+    assert not is_normalized(nn.ReLU())
+
+
+def bad_cases():
+    conv = lambda: nn.Conv2d(3, 4, 3)  # noqa: E731
+    cases = [
+        ("unknown kind", lambda: small_d(), dict(kind="spectral"), ValueError, "kind must be one of"),
+        ("scale zero", lambda: small_d(), dict(kind="ssn", scale=0.0), ValueError, "scale"),
+        ("scale negative", lambda: small_d(), dict(kind="ssn", scale=-1), ValueError, "scale"),
+        ("scale nan", lambda: small_d(), dict(kind="ssn", scale=float("nan")), ValueError, "scale"),
+        ("scale inf", lambda: small_d(), dict(kind="ssn", scale=float("inf")), ValueError, "scale"),
+        ("scale string", lambda: small_d(), dict(kind="ssn", scale="2"), TypeError, "scale"),
+        ("scale bool", lambda: small_d(), dict(kind="ssn", scale=True), TypeError, "scale"),
+        ("n_power_iterations 0", lambda: small_d(), dict(kind="sn", n_power_iterations=0), ValueError,
+         "n_power_iterations"),
+        ("n_power_iterations float", lambda: small_d(), dict(kind="sn", n_power_iterations=1.5), TypeError,
+         "n_power_iterations"),
+        ("gamma", lambda: small_d(), dict(kind="sn", gamma="global"), ValueError, "gamma"),
+        ("strict without shape", lambda: small_d(), dict(kind="strict"), ValueError, "input shape of layer '0'"),
+        ("strict single layer without shape", conv, dict(kind="strict"), ValueError, "input shape of the Conv2d"),
+        ("strict input_shape on a model", lambda: small_d(), dict(kind="strict", input_shape=(3, 8, 8)),
+         ValueError, "example_input"),
+        ("strict wrong channels", conv, dict(kind="strict", input_shape=(5, 8, 8)), ValueError, "channels"),
+        ("strict too small", conv, dict(kind="strict", input_shape=(3, 2, 2)), ValueError, "too small"),
+        ("strict example fails", lambda: small_d(), dict(kind="strict", example_input=torch.zeros(1, 2, 8, 8)),
+         ValueError, "example_input could not be run"),
+        ("unsupported layer", lambda: nn.LSTM(3, 4), dict(kind="sn"), TypeError, "LSTM"),
+        ("unsupported container", lambda: nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), dict(kind="sn"), TypeError,
+         "Sequential"),
+        ("torch spectral_norm inside", lambda: nn.Sequential(nn.Linear(3, 3), spectral_norm(nn.Linear(3, 2))),
+         dict(kind="sn"), ValueError, "layer '1'.*already"),
+        ("old hook spectral_norm", lambda: nn.Sequential(nn.Linear(3, 3), nn.utils.spectral_norm(nn.Linear(3, 2))),
+         dict(kind="bsn"), ValueError, "layer '1'.*spectral_norm"),
+        ("already ours", lambda: nn.Sequential(nn.Linear(3, 3), apply_norm(nn.Linear(3, 2), "sn")),
+         dict(kind="sn"), ValueError, "layer '1'.*already normalized.*apply_norm"),
+        ("lazy layer", lambda: nn.Sequential(nn.Linear(3, 3), nn.LazyLinear(2)), dict(kind="sn"), ValueError,
+         "layer '1'.*lazy"),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("case", bad_cases(), ids=lambda c: c[0])
+def test_bad_input_leaves_module_unchanged(case):
+    _, make, opts, exc, match = case
+    module = make()
+    module.train()
+    before = snapshot(module)
+    with pytest.raises(exc, match=match):
+        apply_norm(module, **opts)
+    assert_same(before, snapshot(module))
+
+
+def test_not_a_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        apply_norm(torch.zeros(3, 3), "sn")
