@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from bssn_book.theory.init import (bai_yin_prediction, decay_rate, init_variance, padding_factor, plain_conv_stack,
+from bssn_book.theory.init import (bai_yin_prediction, decay_rate, init_variance, normalized_conv_stack, padding_factor,
+                                   plain_conv_stack,
                                    predicted_decay_rate, random_sigma_max, signal_gradient_profile, sn_fan_in_variance,
                                    tracy_widom_prediction)
 
@@ -142,3 +143,19 @@ def test_measured_rate_of_a_lecun_stack_matches_the_prediction():
     fwd = sum(r["forward"] for r in rates) / 3
     assert abs(back - pred) < 0.03
     assert -0.02 < fwd - pred < 0.07
+
+
+def test_normalized_conv_stack_kinds_and_scale():
+    net, x = normalized_conv_stack("sn", scale=1.5, depth=4, channels=8, size=6, batch=2, seed=3)
+    assert not net.training and x.shape == (2, 8, 6, 6)
+    for m in net:
+        if isinstance(m, nn.Conv2d):
+            assert float(torch.linalg.matrix_norm(m.weight.detach().double().flatten(1), 2)) == pytest.approx(1.5, rel=1e-3)
+    raw, _ = normalized_conv_stack("none", scale=2.0, depth=4, channels=8, size=6, batch=2, seed=3)
+    ref = plain_conv_stack(4, 8, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(raw[0].weight, 2 * ref[0].weight)
+    bsn, _ = normalized_conv_stack("bsn", depth=2, channels=[4, 16, 4], size=6, seed=0)
+    w = bsn[0].weight.detach().double()
+    s1 = torch.linalg.matrix_norm(w.flatten(1), 2)
+    s2 = torch.linalg.matrix_norm(w.transpose(0, 1).flatten(1), 2)
+    assert float((s1 + s2) / 2) == pytest.approx(1.0, rel=1e-3)
