@@ -36,7 +36,8 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
     """sigma of the matrix `w` (rows x cols, a view of the weight) from persistent unit vectors u, v.
 
     Training: `n` power-iteration steps under no_grad, the last one ending with t = w^T u computed *with*
-    gradient, so sigma = ||w^T u|| = u^T w v (v = t/||t||) and d sigma/dw = u v^T, u and v held constant."""
+    gradient, so sigma = ||w^T u|| = u^T w v (v = t/||t||) and d sigma/dw = u v^T, u and v held constant.
+    Eval: sigma = ||w^T u|| from the stored u, nothing updated."""
     if training:
         with torch.no_grad():
             v = v_buf
@@ -52,27 +53,35 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
     return torch.linalg.vector_norm(torch.mv(w.t(), u_buf.clone()))
 
 
-def _mv_swapped(w3, v):
-    "M v for M = w3 with dims 0 and 1 swapped, reshaped (B x A*K); w3: (A, B, K), v: (A, K). No copy of w3."
-    return torch.bmm(w3, v.unsqueeze(-1)).sum(0).squeeze(-1)
+@torch.no_grad()
+def _rows_steps(w, u, v, n, eps):
+    "`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: from u): (u, v, sigma = ||w^T u||)."
+    for _ in range(n):
+        u = F.normalize(torch.mv(w, v), dim=0, eps=eps)
+        v = torch.mv(w.t(), u)
+        v = v / torch.linalg.vector_norm(v).clamp_min(eps)
+    if n == 0:
+        v = _unit(torch.mv(w.t(), u), eps)
+    return u, v
 
 
-def _sigma_swapped(w3, u_buf, v_buf, n, eps, training):
-    "As `_sigma_rows` for the matrix B x (A*K) of `w3` (A, B, K) with its first two dims swapped, without a copy."
-    if training:
-        with torch.no_grad():
-            v = v_buf
-            for _ in range(n - 1):
-                v = F.normalize(torch.matmul(F.normalize(_mv_swapped(w3, v), dim=0, eps=eps), w3).flatten(),
-                                dim=0, eps=eps).view_as(v_buf)
-            u = F.normalize(_mv_swapped(w3, v), dim=0, eps=eps)
-        t = torch.matmul(u, w3)              # M^T u, shape (A, K)
-        sigma = torch.linalg.vector_norm(t)
-        with torch.no_grad():
-            u_buf.copy_(u)
-            torch.div(t, sigma.clamp_min(eps), out=v_buf)
-        return sigma
-    return torch.linalg.vector_norm(torch.matmul(u_buf.clone(), w3))
+def _swapped_mv(w3, v):
+    """M v for M = `w3` (A, B, K) with its first two dims swapped, reshaped B x (A*K); v: (A, K).
+
+    One gemm (v^T w3 as K x (B*K)) and the sum of its diagonal blocks: no transposed copy of the kernel."""
+    A, B, K = w3.shape
+    return (v.t() @ w3.reshape(A, B * K)).view(K, B, K).diagonal(dim1=0, dim2=2).sum(-1)
+
+
+@torch.no_grad()
+def _swapped_steps(w3, u, v, n, eps):
+    "As `_rows_steps` for M (B x A*K, the swapped reshape of `w3`); v has shape (A, K). M^T u = u @ w3."
+    for _ in range(n):
+        u = F.normalize(_swapped_mv(w3, v), dim=0, eps=eps)
+        v = _unit(torch.matmul(u, w3), eps)
+    if n == 0:
+        v = _unit(torch.matmul(u, w3), eps)
+    return u, v
 
 # %% ../nbs/03_norms.ipynb #c0011
 class _Norm(nn.Module):
@@ -126,11 +135,9 @@ class SpectralNormW(_Norm):
         self.dim = dim
         w = weight.detach()
         if dim == 0:
-            W = w.flatten(1)
-            sigma, u, v = power_iteration(W, n_iter=WARMUP_ITERATIONS, eps=self.eps)
+            _, u, v = power_iteration(w.flatten(1), n_iter=WARMUP_ITERATIONS, eps=self.eps)
         else:
-            W = w.transpose(0, 1).flatten(1)
-            sigma, u, v = power_iteration(W, n_iter=WARMUP_ITERATIONS, eps=self.eps)
+            _, u, v = power_iteration(w.transpose(0, 1).flatten(1), n_iter=WARMUP_ITERATIONS, eps=self.eps)
             v = v.view(w.shape[0], -1)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
@@ -138,7 +145,15 @@ class SpectralNormW(_Norm):
     def sigma(self, weight):
         if self.dim == 0:
             return _sigma_rows(weight.flatten(1), self._u, self._v, self.n_power_iterations, self.eps, self.training)
-        return _sigma_swapped(weight.flatten(2), self._u, self._v, self.n_power_iterations, self.eps, self.training)
+        w3 = weight.flatten(2)
+        A, B, K = w3.shape
+        u, v = _swapped_steps(w3, self._u, self._v, self.n_power_iterations if self.training else 0, self.eps)
+        if self.training:
+            with torch.no_grad():
+                self._u.copy_(u)
+                self._v.copy_(v)
+        # sigma = u^T M v = <W, u (x) v> in the kernel's own layout: d sigma / dW = u (x) v
+        return torch.vdot(w3.reshape(-1), (u.view(1, B, 1) * v.view(A, 1, K)).view(-1))
 
 # %% ../nbs/03_norms.ipynb #c0013
 class BidirectionalSpectralNorm(_Norm):
@@ -146,7 +161,8 @@ class BidirectionalSpectralNorm(_Norm):
 
     sigma_out: sigma of W reshaped c_out x (c_in*k) (the forward pass); sigma_in: sigma of W reshaped
     c_in x (c_out*k) (the backward pass, a transposed convolution). Each has its own persistent vectors:
-    `_u0, _v0` for the reshape with dimension 0 first, `_u1, _v1` for dimension 1 first."""
+    `_u0, _v0` for the reshape with dimension 0 first, `_u1, _v1` (shape (A, k)) for dimension 1 first.
+    Both sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (vectors held constant)."""
 
     def __init__(self, weight, transposed=False, **kw):
         super().__init__(**kw)
@@ -159,35 +175,41 @@ class BidirectionalSpectralNorm(_Norm):
         self.register_buffer("_u1", u1.contiguous())
         self.register_buffer("_v1", v1.view(w.shape[0], -1).contiguous())
 
-    def sigmas(self, weight):
-        "(sigma of the dim-0 reshape, sigma of the dim-1 reshape)."
-        n, eps, tr = self.n_power_iterations, self.eps, self.training
+    def _vectors(self, w3):
+        "The four unit vectors after this access's power iteration (none in eval mode); updates the buffers."
+        n = self.n_power_iterations if self.training else 0
+        u0, v0 = _rows_steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
+        u1, v1 = _swapped_steps(w3, self._u1, self._v1, n, self.eps)
+        if self.training:
+            with torch.no_grad():
+                self._u0.copy_(u0), self._v0.copy_(v0), self._u1.copy_(u1), self._v1.copy_(v1)
+        return u0, v0, u1, v1
+
+    def sigma_sum(self, weight):
+        "sigma_0 + sigma_1 with gradient (one inner product with a rank-two tensor built without gradient)."
         w3 = weight.flatten(2)
-        s0 = _sigma_rows(w3.flatten(1), self._u0, self._v0, n, eps, tr)
-        s1 = _sigma_swapped(w3, self._u1, self._v1, n, eps, tr)
-        return s0, s1
+        A, B, K = w3.shape
+        u0, v0, u1, v1 = self._vectors(w3)
+        with torch.no_grad():
+            G = torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
+        return torch.vdot(w3.reshape(-1), G.view(-1))
 
     def sigma(self, weight):
-        s0, s1 = self.sigmas(weight)
-        return (s0 + s1) / 2
+        return self.sigma_sum(weight) / 2
 
-    def forward(self, weight):
-        if torch.is_autocast_enabled(weight.device.type):
-            with torch.autocast(weight.device.type, enabled=False):
-                return self._finish2(weight)
-        return self._finish2(weight)
-
-    def _finish2(self, weight):
-        s0, s1 = self.sigmas(weight)
+    def _finish(self, weight, sigma):
         c = self.gamma if self.gamma is not None else self.scale
-        return weight * ((2 * c) / (s0 + s1))
+        return weight * (c / sigma)
 
     @torch.no_grad()
     def estimates(self, weight):
         training = self.training
         self.training = False
         try:
-            s0, s1 = (float(s) for s in self.sigmas(weight))
+            w3 = weight.flatten(2)
+            u0, v0, u1, v1 = self._vectors(w3)
+            s0 = float(torch.vdot(u0, torch.mv(w3.flatten(1), v0.flatten())))
+            s1 = float(torch.vdot(u1, _swapped_mv(w3, v1)))
         finally:
             self.training = training
         s_out, s_in = (s1, s0) if self.transposed else (s0, s1)
