@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MAX_FRAMES', 'STATIC_ENV', 'static_mode', 'figure_png', 'StaticFigure', 'interactive_figure']
 
-# %% ../nbs/A3_widgets.ipynb #8b10c5e0
+# %% ../nbs/A3_widgets.ipynb #f05d7e3f
 import base64
 import hashlib
 import html
@@ -17,7 +17,7 @@ import math
 import numbers
 import os
 
-# %% ../nbs/A3_widgets.ipynb #2f5ec7c7
+# %% ../nbs/A3_widgets.ipynb #ff9a73da
 MAX_FRAMES = 64  # most precomputed images one static figure may hold
 STATIC_ENV = "BSSN_BOOK_STATIC"
 
@@ -26,7 +26,7 @@ def static_mode() -> bool:
     "True when figures are to be precomputed (the book build sets `BSSN_BOOK_STATIC=1`)."
     return os.environ.get(STATIC_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
-# %% ../nbs/A3_widgets.ipynb #4cf628dc
+# %% ../nbs/A3_widgets.ipynb #5329d06e
 def _fn_name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
@@ -61,7 +61,7 @@ def _check_choices(fn, choices: dict) -> dict[str, list]:
                          "drop some values (every combination becomes an image in the page)")
     return out
 
-# %% ../nbs/A3_widgets.ipynb #bc62c453
+# %% ../nbs/A3_widgets.ipynb #6136d08f
 def _combo_text(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
@@ -90,7 +90,7 @@ def figure_png(fig, dpi: int = 80) -> bytes:
         pass
     return buf.getvalue()
 
-# %% ../nbs/A3_widgets.ipynb #2a5f7fa4
+# %% ../nbs/A3_widgets.ipynb #3ae52efd
 def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
@@ -188,7 +188,7 @@ class StaticFigure:
 </script>
 </div>"""
 
-# %% ../nbs/A3_widgets.ipynb #ca3475d8
+# %% ../nbs/A3_widgets.ipynb #6d42a749
 def _live(fn, choices: dict[str, list]):
     import ipywidgets as W
     from IPython.display import display
@@ -215,7 +215,7 @@ def _live(fn, choices: dict[str, list]):
     box.controls, box.output = controls, out  # for tests and for users who want to drive it
     return box
 
-# %% ../nbs/A3_widgets.ipynb #1347b4e0
+# %% ../nbs/A3_widgets.ipynb #439e0745
 def interactive_figure(fn, *, static: bool | None = None, dpi: int = 80, **choices):
     """Figure of `fn(**kwargs)` with one control per keyword; each keyword lists its values, the first is the default.
 
