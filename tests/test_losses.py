@@ -98,7 +98,6 @@ def test_gp_images_seeded_and_shape_check():
 
 @pytest.mark.parametrize("kind", ["sn", "bssn"])
 def test_gp_through_normalized_discriminator(kind):
-    pytest.importorskip("bssn_book.norms")
     torch.manual_seed(0)
     D = build_discriminator("cnn", norm=kind, scale=1.0, width=0.0625)
     real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

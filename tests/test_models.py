@@ -144,7 +144,8 @@ def test_benchmark_contract():
 # --- normalization through bssn_book.norms (written by the norms engineer) ---
 
 def _norms():
-    return pytest.importorskip("bssn_book.norms")
+    import bssn_book.norms as N  # a real import: these tests must run
+    return N
 
 
 @pytest.mark.parametrize("kind", ["sn", "ssn", "bsn", "bssn", "strict"])
