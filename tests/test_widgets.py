@@ -117,7 +117,11 @@ def test_static_from_environment(monkeypatch):
 def test_too_many_frames():
     with pytest.raises(ValueError, match="65 combinations.*MAX_FRAMES"):
         W.interactive_figure(bars, static=True, a=list(range(13)), label=list("abcde"))
-    assert W.interactive_figure(bars, static=True, a=list(range(32)), label=["x", "y"]).n_frames == 64
+    def tiny(a=0, label="x"):
+        fig = plt.figure(figsize=(0.3, 0.3))
+        plt.close(fig)
+        return fig
+    assert W.interactive_figure(tiny, static=True, dpi=20, a=list(range(32)), label=["x", "y"]).n_frames == 64
 
 
 @pytest.mark.parametrize("choices,err,match", [
