@@ -209,3 +209,37 @@ def test_make_loader_seeded_and_distributed():
     assert flat(shards[0]) != got[0] or len(got[0]) <= 1
     with pytest.raises(ValueError, match="batch_size"):
         Dt.make_loader(a, 0)
+
+
+def test_download_offline_gives_file_not_found(tmp_path, monkeypatch):
+    calls = []
+
+    def no_network(url, timeout=None):
+        calls.append(url)
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(Dt.urllib.request, "urlopen", no_network)
+    with pytest.raises(FileNotFoundError) as e:
+        Dt.load_cifar10(tmp_path, download=True)
+    assert calls == [Dt.CIFAR10_URL] and Dt.CIFAR10_URL in str(e.value) and str(tmp_path) in str(e.value)
+    with pytest.raises(FileNotFoundError, match="stl10_binary"):
+        Dt.load_stl10(tmp_path, download=True)
+    assert calls[-1] == Dt.STL10_URL
+    calls.clear()
+    with pytest.raises(FileNotFoundError):
+        Dt.load_cifar10(tmp_path)
+    assert calls == []
+
+
+def test_download_extracts_archive(tmp_path, monkeypatch):
+    import tarfile
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    src.mkdir(parents=True)
+    imgs = np.zeros((2, 3, 32, 32), np.uint8)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_batch(src / name, imgs, [0, 1], name.encode())
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(src, arcname="cifar-10-batches-py")
+    monkeypatch.setattr(Dt.urllib.request, "urlopen", lambda url, timeout=None: open(archive, "rb"))
+    ds = Dt.load_cifar10(tmp_path / "data", download=True)
+    assert len(ds) == 10 and (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").is_file()

@@ -185,3 +185,21 @@ def test_benchmark_apply_norm_path():
     D = M.CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
     N.apply_norm(D, "strict", example_input=torch.zeros(1, 3, 32, 32))
     assert D(torch.zeros(2, 3, 32, 32)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("gamma,n_gammas", [("shared", 1), ("per_layer", 8)])
+def test_build_discriminator_gamma(gamma, n_gammas):
+    _norms()
+    D = M.build_discriminator("cnn", norm="sn", gamma=gamma, width=0.0625)
+    gammas = [p for n, p in D.named_parameters() if "gamma" in n]
+    assert len(gammas) == n_gammas and all(p.requires_grad for p in gammas)
+    D(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in gammas)
+
+
+def test_strict_example_input_made_from_model_shape():
+    N = _norms()
+    D = M.build_discriminator("cnn", norm="strict", in_channels=1, resolution=48, width=0.0625)
+    assert D(torch.randn(2, 1, 48, 48)).shape == (2, 1)
+    s = N.sigmas(D)
+    assert len(s) == 8 and all(all(math.isfinite(v) and v > 0 for v in d.values()) for d in s.values())
