@@ -110,6 +110,21 @@ def test_no_remote_scripts_or_styles(page):
     assert not remote, f"{page} loads from elsewhere: {remote}"
 
 
+@pytest.mark.parametrize("page", [p for p in PAGES if p.startswith("nbs/")] or ["(book not built)"])
+def test_launch_buttons(page):
+    """Chapter pages open their source notebook in Colab and Binder, from pyproject's Repository URL."""
+    if not PAGES:
+        pytest.fail(HOW_TO_BUILD)
+    import tomllib
+    repo = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"].rstrip("/")
+    owner_name = repo.split("github.com/", 1)[1]
+    nb = page[:-len(".html")] + ".ipynb"
+    assert (ROOT / nb).is_file(), f"{page} has no source notebook {nb}"
+    text = (HTML / page).read_text(encoding="utf-8")
+    assert f"https://colab.research.google.com/github/{owner_name}/blob/main/{nb}" in text
+    assert f"https://mybinder.org/v2/gh/{owner_name}/main?urlpath=tree/{nb}" in text
+
+
 WAIT_MATHJAX = """
 const done = arguments[arguments.length - 1], t0 = Date.now();
 (function poll() {
