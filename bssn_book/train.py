@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['NORMS', 'DATASETS', 'MODELS', 'LOSSES', 'GAMMAS', 'EXTRACTORS', 'TOY_DATASETS', 'ROOT_DATASETS', 'PRESETS',
-           'SETTINGS', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError', 'NonFiniteLossError',
-           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device', 'load_dataset', 'build_models',
-           'ResumableSampler', 'seed_everything', 'rng_state', 'set_rng_state', 'Trainer']
+           'SETTINGS', 'MIXTURE_STD', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError',
+           'NonFiniteLossError', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device',
+           'load_dataset', 'build_models', 'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state',
+           'set_rng_state', 'evaluate_generator', 'Trainer']
 
 # %% ../nbs/08e_train.ipynb #00000003
 import copy, csv, dataclasses, json, math, os, random, signal, sys, tempfile, time, warnings
@@ -255,23 +256,24 @@ def resolve_device(device="auto", local_rank=0):
     return dev
 
 
+MIXTURE_STD = {"ring": 0.02, "grid": 0.05}   # component std of the 2-D mixtures (bssn_book.data's defaults)
+
+
 def load_dataset(config):
-    "Training data of `config` as a tensor (N, C, H, W) in [-1, 1] or (N, 2), or a `Dataset` for folders."
+    "Training data of `config`: a tensor (N, C, H, W) in [-1, 1] or (N, 2), or a `Dataset` (CIFAR-10, STL-10, folders)."
     from bssn_book import data
     c = config
     if c.dataset == "mnist":
-        x = data.load_mnist(size=c.resolution)
-    elif c.dataset in TOY_DATASETS:
-        x = data.gaussian_mixture(c.dataset, n=max(10_000, c.batch_size * 10))
-    elif c.dataset == "cifar10":
-        x = data.load_cifar10(c.data_root)
-    elif c.dataset == "stl10":
-        x = data.load_stl10(c.data_root)
-    else:
-        x = data.ImageFolderDataset(c.data_root, c.resolution)
-    if isinstance(x, (tuple, list)): x = x[0]
-    if torch.is_tensor(x): x = x.float()
-    return x
+        return data.load_mnist(size=c.resolution)
+    if c.dataset in TOY_DATASETS:
+        x, _ = data.gaussian_mixture(c.dataset, n=max(10_000, 10 * c.batch_size), std=MIXTURE_STD[c.dataset],
+                                     seed=c.seed)
+        return x
+    if c.dataset == "cifar10":
+        return data.load_cifar10(c.data_root)
+    if c.dataset == "stl10":
+        return data.load_stl10(c.data_root, size=c.resolution)
+    return data.ImageFolderDataset(c.data_root, size=c.resolution, channels=c.channels)
 
 
 def build_models(config):
@@ -319,10 +321,18 @@ class ResumableSampler:
 
 
 def _batch(data, idx):
+    "The samples `idx` of a tensor or a dataset as one float tensor."
     if torch.is_tensor(data): return data[idx]
+    if hasattr(data, "tensor"):   # bssn_book.data.ArrayImages takes an index array and converts in one go
+        return data[idx.numpy()].float()
     items = [data[int(i)] for i in idx]
     items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
     return torch.stack([torch.as_tensor(it) for it in items]).float()
+
+
+def is_image_data(data):
+    "True for images (N, C, H, W), False for points (N, d)."
+    return _batch(data, torch.tensor([0])).dim() == 4
 
 # %% ../nbs/08e_train.ipynb #00000013
 def seed_everything(seed):
@@ -384,6 +394,35 @@ def _dist_env():
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 # %% ../nbs/08e_train.ipynb #00000017
+def evaluate_generator(G, data, config, device=None):
+    """Metrics of generator `G` against `data` as `config` asks, without touching the training RNG.
+
+    Images: FID, KID, IS of `config.metrics_samples` generated vs as many real images (`bssn_book.metrics`,
+    extractor `config.metrics_extractor`). 2-D mixtures: modes covered and share of high-quality samples."""
+    from bssn_book import metrics
+    c = config
+    device = torch.device(device) if device is not None else next(G.parameters()).device
+    z_dim = getattr(G, "z_dim", c.z_dim)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(c.seed)
+        if not is_image_data(data):
+            from bssn_book.data import mixture_centers
+            was = G.training; G.eval()
+            try:
+                with torch.no_grad():
+                    x = G(torch.randn(c.metrics_samples, z_dim, device=device)).float().cpu()
+            finally:
+                G.train(was)
+            res = metrics.mixture_quality(x, mixture_centers(c.dataset), MIXTURE_STD[c.dataset])
+        else:
+            n = min(c.metrics_samples, len(data))
+            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(c.seed))[:n]
+            res = metrics.compute_metrics(G, _batch(data, idx), extractor=c.metrics_extractor, num_samples=n,
+                                          z_dim=z_dim, device=device, seed=c.seed, fid=True, kid=True, isc=True,
+                                          prc=False, batch_size=min(200, n), kid_subsets=10)
+    return {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+# %% ../nbs/08e_train.ipynb #00000018
 ARCH_FIELDS = ("dataset", "model", "width", "resolution", "channels", "z_dim", "norm", "scale", "gamma")
 
 
@@ -437,7 +476,7 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.data), self.batch, seed=config.seed, rank=self.rank,
                                         world_size=self.world)
         g = torch.Generator().manual_seed(config.seed + 1)
-        self.is_image = _batch(self.data, torch.tensor([0])).dim() == 4
+        self.is_image = is_image_data(self.data)
         n_fixed = 64 if self.is_image else 1000
         self.fixed_z = torch.randn(n_fixed, self.z_dim, generator=g).to(self.device)
         self.step, self.history, self.metrics_history = 0, [], []
@@ -652,26 +691,9 @@ class Trainer:
         return path
 
     def evaluate(self):
-        "Metrics of the current G (EMA if any): FID/KID/IS with `config.metrics_extractor`, or mixture quality for 2-D data."
-        from bssn_book import metrics
-        c = self.config
+        "Metrics of the current G (the EMA copy if any), see `evaluate_generator`."
         G = self.G_ema if self.G_ema is not None else self.G_raw
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            if not self.is_image:
-                from bssn_book import data as _data
-                x = self.sample(c.metrics_samples)
-                info = _data.mixture_info(c.dataset) if hasattr(_data, "mixture_info") else None
-                if info is None: return {}
-                res = metrics.mixture_quality(x, info["centers"], info["std"])
-                res.pop("counts", None)
-            else:
-                n = min(c.metrics_samples, len(self.data))
-                idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(c.seed))[:n]
-                real = _batch(self.data, idx)
-                res = metrics.compute_metrics(G, real, extractor=c.metrics_extractor, num_samples=n,
-                                              z_dim=self.z_dim, device=self.device, seed=c.seed, prc=False,
-                                              kid=True, isc=True, fid=True, batch_size=min(200, n))
-        return {k: v for k, v in res.items() if isinstance(v, (int, float))}
+        return evaluate_generator(G, self.data, self.config, self.device)
 
     # -- the loop -------------------------------------------------------------------------------------
     def _handler(self, signum, frame):

@@ -30,7 +30,7 @@ def tiny_data(n=256, res=16, seed=0):
 
 
 def tiny_config(out_dir, **kw):
-    base = dict(dataset="mnist", model="cnn", width=0.0625, resolution=16, channels=1, z_dim=8, norm=None,
+    base = dict(dataset="mnist", model="cnn", width=0.0625, resolution=16, channels=1, z_dim=8, norm="sn",
                 batch_size=8, iterations=12, log_every=1, checkpoint_every=4, sample_every=0, metrics_every=0,
                 keep_last=3, out_dir=str(out_dir), progress=False, device="cpu", lr_g=2e-4, lr_d=2e-4)
     base.update(kw)
@@ -229,3 +229,5 @@ def test_mlp_on_a_2d_mixture_with_metrics(tmp_path):
                       sample_every=4, metrics_every=4, metrics_samples=200)
     r = Trainer(cfg, data=data).fit()
     assert r["status"] == "done" and (out / "samples" / "step-00000004.png").exists()
+    m = r["metrics"]
+    assert m["step"] == 4 and m["n_modes"] == 8 and 0 <= m["modes_covered"] <= 8 and 0 <= m["high_quality"] <= 1

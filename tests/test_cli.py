@@ -1,0 +1,117 @@
+"""The `bssn-book` command line: train, eval, sweep end to end on tiny configurations; one-line errors, exit 2."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from bssn_book import cli
+from bssn_book.train import list_checkpoints, load_checkpoint
+from test_train import ROOT, child_env
+
+torch.set_num_threads(1)
+TINY = ["width=0.0625", "z_dim=8", "batch_size=8", "log_every=1", "sample_every=0", "metrics_every=0",
+        "checkpoint_every=2", "progress=false"]
+
+
+def run_main(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_eval_in_process(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_main(["train", "--preset", "quick", "--set", *TINY, "iterations=4", f"out_dir={out}"], capsys)
+    assert code == 0, err
+    r = json.loads(stdout.strip().splitlines()[-1])
+    assert r["status"] == "done" and r["step"] == 4
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["width"] == 0.0625 and cfg["dataset"] == "mnist" and cfg["resolution"] == 16
+    code, stdout, err = run_main(["eval", str(out / "checkpoints" / "ckpt-00000004.pt"), "--samples", "64",
+                                  "--json", str(tmp_path / "m.json")], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["step"] == 4 and m["fid"] > 0 and m["num_generated"] == 64 and "fid" in stdout
+
+
+def test_train_from_toml_and_json_config_files(tmp_path, capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "quick"\nnorm = "sn"\nscale = 1.2\nbetas = [0.5, 0.9]\nema = "none"\n')
+    c = cli.make_config(config=toml, sets=cli.parse_sets(["iterations=7"]))
+    assert (c.norm, c.scale, c.betas, c.ema, c.iterations, c.dataset) == ("sn", 1.2, (0.5, 0.9), None, 7, "mnist")
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"preset": "paper-cifar10", "n_dis": 5}))
+    c = cli.make_config(config=js)
+    assert (c.dataset, c.n_dis, c.iterations) == ("cifar10", 5, 400_000)
+    (tmp_path / "bad.toml").write_text("norm = \n")
+    code, _, err = run_main(["train", "--config", str(tmp_path / "bad.toml")], capsys)
+    assert code == 2 and "cannot be parsed" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--set", "n_dis=0", "norm=xx"], "n_dis=0 (allowed: an integer >= 1)"),
+    (["train", "--set", "widht=1"], "unknown TrainConfig field"),
+    (["train", "--set", "novalue"], "key=value"),
+    (["train", "--preset", "quick", "--config", "x.toml"], "not allowed with argument"),
+    (["train", "--config", "missing.toml"], "does not exist"),
+    (["eval", "missing.pt"], "does not exist"),
+    (["sweep", "--out", "x", "--jobs", "0"], "--jobs"),
+    (["sweep", "--out", "x", "--scales", "a,b"], "comma-separated list of float"),
+    (["sweep", "--out", "x", "--settings", "ndis3"], "unknown setting 'ndis3'"),
+    (["sweep", "--out", "x", "--kinds", "sn,foo"], "norm='foo'"),
+    (["frobnicate"], "invalid choice"),
+    ([], "choose a command"),
+])
+def test_usage_errors_are_one_line_exit_2(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(argv, capsys)
+    assert code == 2 and words in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bssn-book: error: ")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()   # nothing ran
+
+
+def test_crafted_checkpoint_is_refused_by_eval(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self): return (open, (str(tmp_path / "pwned"), "w"))
+    torch.save({"step": 1, "x": Evil()}, tmp_path / "evil.pt")
+    code, _, err = run_main(["eval", str(tmp_path / "evil.pt")], capsys)
+    assert code == 1 and "evil.pt" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_sweep_runs_in_parallel_skips_done_and_resumes_unfinished(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--kinds", "sn,bssn", "--scales", "1.2", "--seeds", "0", "--jobs", "2", "--out", str(out),
+            "--set", *TINY, "iterations=4"]
+    base = cli.make_config("quick", sets=cli.parse_sets(TINY + ["iterations=4"])).to_dict()
+    runs = dict(cli.sweep_runs(base, ["sn", "bssn"], [1.2], [0], None, out))
+    assert list(runs) == ["sn-c1.2-seed0", "bssn-c1.2-seed0"]
+    from bssn_book.train import Trainer
+    Trainer(runs["sn-c1.2-seed0"]).fit()                                   # finished before the sweep
+    Trainer(runs["bssn-c1.2-seed0"].replace(iterations=2)).fit()           # unfinished: stopped at step 2
+    (out / "bssn-c1.2-seed0" / "done.json").unlink()
+    code, stdout, err = run_main(args, capsys)
+    assert code == 0, err + stdout
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert rows["sn-c1.2-seed0"]["status"] == "skipped (done)"
+    assert rows["bssn-c1.2-seed0"]["status"] == "done" and rows["bssn-c1.2-seed0"]["step"] == 4
+    done = json.loads((out / "bssn-c1.2-seed0" / "done.json").read_text())
+    assert done["resumed_from"].endswith("ckpt-00000002.pt")                # resumed, not restarted
+    assert "run " in stdout and "bssn-c1.2-seed0" in stdout.splitlines()[-1] + stdout   # the summary table
+    assert load_checkpoint(list_checkpoints(out / "bssn-c1.2-seed0" / "checkpoints")[-1])["config"]["scale"] == 1.2
+    code, stdout, _ = run_main(args, capsys)                                  # everything done: nothing runs
+    assert code == 0 and stdout.count("skipped (done)") == 4                   # 2 progress lines + 2 table rows
+
+
+def test_console_script_exit_code_and_one_line_error(tmp_path):
+    exe = ROOT / ".venv" / "bin" / "bssn-book"
+    if not exe.exists():
+        pytest.skip("console script not installed in .venv")
+    p = subprocess.run([str(exe), "train", "--set", "loss=l1"], capture_output=True, text=True, env=child_env(),
+                       cwd=tmp_path, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "bssn-book: error: invalid TrainConfig: loss='l1' (allowed: 'hinge', 'ns', 'wgan')"]
