@@ -306,16 +306,14 @@ def test_circular_stride1_bounds(case, seed):
         assert sigma >= sigma_w * (1 - 1e-9)
 
 
-def test_fft_norm_is_differentiable_and_matches_dense_gradient():
+def test_fft_norm_is_differentiable():
+    "The top singular value is doubled (frequencies f and -f), yet sigma is smooth in w: check against finite differences."
     torch.manual_seed(6)
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    sigma = conv_operator_norm_fft(w, (2, 5, 4))   # odd-sized image: the top block is not doubled by f <-> -f
-    (g_fft,) = torch.autograd.grad(sigma, w)
+    sigma = conv_operator_norm_fft(w, (2, 5, 4))
     dense = torch.linalg.matrix_norm(conv_operator_matrix(w, (2, 5, 4), padding=1, padding_mode="circular"), ord=2)
-    (g_dense,) = torch.autograd.grad(dense, w)
-    assert torch.allclose(sigma, dense) and torch.isfinite(g_fft).all()
-    if torch.linalg.svdvals(conv_operator_matrix(w.detach(), (2, 5, 4), padding=1, padding_mode="circular"))[:2].diff().abs() > 1e-6:
-        assert torch.allclose(g_fft, g_dense, atol=1e-8)
+    assert torch.allclose(sigma, dense)
+    assert torch.autograd.gradcheck(lambda ww: conv_operator_norm_fft(ww, (2, 5, 4)), (w,))
 
 
 def test_upper_bound_is_attained_by_a_constant_kernel():
