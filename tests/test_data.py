@@ -243,3 +243,15 @@ def test_download_extracts_archive(tmp_path, monkeypatch):
     monkeypatch.setattr(Dt.urllib.request, "urlopen", lambda url, timeout=None: open(archive, "rb"))
     ds = Dt.load_cifar10(tmp_path / "data", download=True)
     assert len(ds) == 10 and (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_imports_are_light():
+    "models/losses/data import without norms (lazy in build_discriminator) and without sklearn, PIL or mlxtend."
+    import subprocess
+    import sys
+    code = ("import sys, bssn_book.models, bssn_book.losses, bssn_book.data; "
+            "heavy = [m for m in ('bssn_book.norms', 'sklearn', 'PIL', 'mlxtend', 'matplotlib') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
