@@ -589,6 +589,13 @@ class Trainer:
         mods = [self.G_raw, self.D_raw] + ([self.G_ema] if self.G_ema is not None else [])
         return all(bool(torch.isfinite(p).all()) for m in mods for p in m.parameters())
 
+    def sync_buffers(self):
+        "Under torchrun: copy rank 0's buffers (BatchNorm statistics, power-iteration vectors) to every process."
+        if self.world > 1:
+            for m in (self.G_raw, self.D_raw, self.G_ema):
+                for b in (m.buffers() if m is not None else []):
+                    dist.broadcast(b, 0)
+
     def save(self):
         "Checkpoint the current step (main process only), keep the last `keep_last`; never writes non-finite weights."
         if not self.is_main:
@@ -762,7 +769,7 @@ class Trainer:
                     with open(self.out / "metrics.jsonl", "a") as f: f.write(json.dumps(m) + "\n")
                 stop = self._stop_requested()
                 if (c.checkpoint_every and s % c.checkpoint_every == 0) or s == c.iterations or stop:
-                    self.save(); last_saved = s
+                    self.sync_buffers(); self.save(); last_saved = s
                 if stop:
                     status = "interrupted"
                     break
