@@ -7,7 +7,7 @@ __all__ = ['PADDING_MODES', 'power_iteration', 'reshape_weight', 'spectral_norm_
            'conv_operator_norm', 'conv_operator_matrix', 'conv_operator_adjoint', 'max_patch_overlap',
            'conv_singular_values_fft', 'conv_operator_norm_fft']
 
-# %% ../nbs/02_spectral.ipynb #ed236798
+# %% ../nbs/02_spectral.ipynb #8c6d5901
 import math
 import operator
 
@@ -62,7 +62,7 @@ def _check_vector(vec, name, size, like):
         raise ValueError(f"{name} must have shape ({size},) to match W, got {tuple(vec.shape)}")
     return vec.detach().to(dtype=like.dtype, device=like.device)
 
-# %% ../nbs/02_spectral.ipynb #201d7a21
+# %% ../nbs/02_spectral.ipynb #edf97cf4
 def power_iteration(W, u=None, v=None, n_iter=1, eps=1e-12):
     "Largest singular value of a 2-D `W` by `n_iter` power-iteration steps from persistent `u`, `v`: `(sigma, u, v)`."
     _check_float_tensor(W, "W", ndim=2)
@@ -100,7 +100,7 @@ def spectral_norm_exact(W):
     _check_float_tensor(W, "W", ndim=2)
     return torch.linalg.matrix_norm(W, ord=2)
 
-# %% ../nbs/02_spectral.ipynb #f5fcfe0f
+# %% ../nbs/02_spectral.ipynb #c88df93a
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
 
@@ -256,7 +256,7 @@ def conv_kwargs(layer):
     return dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                 padding_mode=layer.padding_mode, transposed=layer.transposed, output_padding=layer.output_padding)
 
-# %% ../nbs/02_spectral.ipynb #98d43ae2
+# %% ../nbs/02_spectral.ipynb #944d0dd3
 def conv_operator_norm(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
                        transposed=False, output_padding=0, n_iter=100, x=None, eps=1e-12):
     "Operator norm of a (transposed) conv on inputs of shape `input_shape` by power iteration: `(sigma, x)`."
@@ -306,7 +306,7 @@ def conv_operator_adjoint(weight, y, input_shape, *, stride=1, padding=0, dilati
     z = A.adjoint(y if batched else y[None], weight)
     return z if batched else z[0]
 
-# %% ../nbs/02_spectral.ipynb #8870b8e1
+# %% ../nbs/02_spectral.ipynb #29c813b2
 def max_patch_overlap(kernel_size, stride=1, dilation=1):
     "n = prod_i ceil(k_i / (s_i / gcd(s_i, d_i))): at most n output positions see one input pixel (zeros padding)."
     seqs = [len(a) for a in (kernel_size, stride, dilation) if isinstance(a, (tuple, list, torch.Size))]
@@ -315,7 +315,7 @@ def max_patch_overlap(kernel_size, stride=1, dilation=1):
     ss, ds = _tuple(stride, nd, "stride", 1), _tuple(dilation, nd, "dilation", 1)
     return math.prod(-(-k // (s // math.gcd(s, d))) for k, s, d in zip(ks, ss, ds))
 
-# %% ../nbs/02_spectral.ipynb #6cfccdac
+# %% ../nbs/02_spectral.ipynb #a96285d0
 def conv_singular_values_fft(weight, input_shape, *, dilation=1, groups=1):
     "All singular values of the circular (wrap-around), stride-1 conv on `input_shape` via the FFT, descending."
     _check_float_tensor(weight, "weight", ndims=(3, 4, 5))
