@@ -7,8 +7,8 @@ width 1.0 and 0.25, for: no normalization, torch's
 `strict`. Variants are timed round-robin in one process (so drift hits all of
 them alike); each figure is the median over repeats, and each ratio is against
 torch's SN measured in the same run. Peak memory is measured in a fresh process
-per variant (peak RSS growth over the steps on CPU, `max_memory_allocated` on
-CUDA).
+per variant (peak RSS growth over the steps on CPU, reset through
+/proc/self/clear_refs; `max_memory_allocated` on CUDA).
 
     python benchmarks/run.py [--repeats 15] [--steps 3] [--widths 1.0 0.25] [--out FILE]
 """
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -85,18 +84,36 @@ def time_all(width, device, repeats, steps):
     return {v: statistics.median(t) for v, t in times.items()}, times
 
 
+_PEAK_CODE = """
+import sys, torch
+sys.path.insert(0, {here!r})
+import run as b
+
+def status(key):  # kB -> bytes, from /proc/self/status
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+dev = torch.device({device!r})
+s = b.build({variant!r}, {width!r}, dev)
+if dev.type == "cuda":
+    torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+else:
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM) to the current RSS
+        f.write("5")
+    base = status("VmRSS")
+for _ in range({steps}):
+    b.step(*s)
+peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else status("VmHWM")
+print(peak - base)
+"""
+
+
 def peak_memory(variant, width, device, steps):
-    """Run in a fresh process: bytes of peak memory growth during `steps` steps."""
-    code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); import run as b; "
-        "dev = torch.device(%r); s = b.build(%r, %r, dev); "
-        "torch.cuda.reset_peak_memory_stats() if dev.type == 'cuda' else None; "
-        "base = torch.cuda.memory_allocated() if dev.type == 'cuda' else "
-        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; "
-        "[b.step(*s) for _ in range(%d)]; "
-        "peak = torch.cuda.max_memory_allocated() if dev.type == 'cuda' else "
-        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(peak - base)"
-    ) % (str(HERE), str(device), variant, width, steps)
+    """Bytes of peak memory growth over `steps` steps, in a fresh process, measured from after the model
+    is built: CUDA's peak allocation, or on CPU the peak resident set size (Linux: VmHWM, reset through
+    /proc/self/clear_refs just before the first step; includes Adam's state and the activations)."""
+    code = _PEAK_CODE.format(here=str(HERE), device=str(device), variant=variant, width=width, steps=steps)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
