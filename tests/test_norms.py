@@ -312,3 +312,71 @@ def test_bad_input_leaves_module_unchanged(case):
 def test_not_a_module():
     with pytest.raises(TypeError, match="nn.Module"):
         apply_norm(torch.zeros(3, 3), "sn")
+
+
+# property tests: after enough power iterations the normalized weight has exactly the target norm
+from hypothesis import HealthCheck, assume, given, settings, strategies as st  # noqa: E402
+
+from bssn_book.spectral import conv_operator_matrix, conv_output_shape  # noqa: E402
+
+LAYER_KINDS = ["linear", "conv1d", "conv2d", "convT1d", "convT2d"]
+
+
+@st.composite
+def layer_cases(draw):
+    lk = draw(st.sampled_from(LAYER_KINDS))
+    c_in, c_out = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    kind = draw(st.sampled_from(["sn", "ssn", "bsn", "bssn", "strict"]))
+    scale = draw(st.sampled_from([1.0, 0.7, 1.6, 3.0])) if kind in ("ssn", "bssn", "strict") else 1.0
+    seed = draw(st.integers(0, 2 ** 16))
+    if lk == "linear":
+        return dict(lk=lk, args=(c_in, c_out), kw={}, shape=None, dtype=dtype, kind=kind, scale=scale, seed=seed)
+    nd = 1 if lk.endswith("1d") else 2
+    k = draw(st.integers(1, 4))
+    s = draw(st.integers(1, 3))
+    p = draw(st.integers(0, 2))
+    size = tuple(draw(st.integers(3, 7)) for _ in range(nd))
+    kw = dict(stride=s, padding=p)
+    if lk.startswith("convT"):
+        kw["output_padding"] = draw(st.integers(0, s - 1))
+    return dict(lk=lk, args=(c_in, c_out, k), kw=kw, shape=(c_in, *size), dtype=dtype, kind=kind, scale=scale,
+                seed=seed)
+
+
+def make_layer(case):
+    torch.manual_seed(case["seed"])
+    cls = dict(linear=nn.Linear, conv1d=nn.Conv1d, conv2d=nn.Conv2d, convT1d=nn.ConvTranspose1d,
+               convT2d=nn.ConvTranspose2d)[case["lk"]]
+    return cls(*case["args"], **case["kw"]).to(case["dtype"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer_cases())
+def test_normalized_norm_equals_scale(case):
+    layer = make_layer(case)
+    transposed = case["lk"].startswith("convT")
+    if case["shape"] is not None:
+        try:
+            conv_output_shape(layer.weight, case["shape"], stride=layer.stride, padding=layer.padding,
+                              transposed=transposed, output_padding=layer.output_padding)
+        except ValueError:
+            assume(False)
+    opts = dict(scale=case["scale"], n_power_iterations=500)
+    if case["kind"] == "strict" and case["shape"] is not None:
+        opts["input_shape"] = case["shape"]
+    apply_norm(layer, case["kind"], **opts)
+    layer.weight  # one training-mode access: 500 power iterations
+    layer.eval()
+    Wb = layer.weight.detach().double()
+    tol = 2e-3 if case["dtype"] == torch.float32 else 1e-5
+    if case["kind"] == "strict" and case["shape"] is not None:
+        A = conv_operator_matrix(Wb, case["shape"], stride=layer.stride, padding=layer.padding,
+                                 transposed=transposed, output_padding=layer.output_padding)
+        norm = torch.linalg.matrix_norm(A, 2)
+    else:
+        out_first = Wb.transpose(0, 1) if transposed else Wb          # torch's SN_w convention
+        s_out = torch.linalg.matrix_norm(out_first.flatten(1), 2)
+        s_in = torch.linalg.matrix_norm(out_first.transpose(0, 1).flatten(1), 2)
+        norm = (s_out + s_in) / 2 if case["kind"] in ("bsn", "bssn") else s_out
+    assert float(norm) == pytest.approx(case["scale"], rel=tol), case
