@@ -227,10 +227,12 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
             reason = "it holds objects other than tensors and plain data, refused by torch.load(weights_only=True)"
-        raise CheckpointError(f"cannot load checkpoint {path}: {reason} ({type(e).__name__})") from None
+        else:
+            reason = f"the file is truncated or corrupt ({detail})"
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot load checkpoint {path}: expected a dict, found {type(state).__name__}")
     return state

@@ -115,3 +115,11 @@ def test_console_script_exit_code_and_one_line_error(tmp_path):
                        cwd=tmp_path, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "bssn-book: error: invalid TrainConfig: loss='l1' (allowed: 'hinge', 'ns', 'wgan')"]
+
+
+def test_preset_files_match_the_presets():
+    from bssn_book.train import PRESETS, preset
+    files = sorted((ROOT / "experiments" / "configs").glob("*.toml"))
+    assert sorted(f.stem for f in files) == sorted(PRESETS)
+    for f in files:
+        assert cli.make_config(config=f) == preset(f.stem), f.name
