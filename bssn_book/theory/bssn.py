@@ -6,7 +6,7 @@
 __all__ = ['fan_out', 'bsn_sigmas', 'bsn_variance', 'bsn_xavier_ratio', 'block_log_gains', 'kaiming_gain', 'predicted_best_scale',
            'best_scale']
 
-# %% ../../nbs/07_bssn.ipynb #b541a8d7
+# %% ../../nbs/07_bssn.ipynb #03c43f3b
 import math
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ def bsn_sigmas(weight):
     s_in = torch.linalg.matrix_norm(w.transpose(0, 1).flatten(1), 2)
     return float(s_out), float(s_in)
 
-# %% ../../nbs/07_bssn.ipynb #52d72ec5
+# %% ../../nbs/07_bssn.ipynb #b79b2f2b
 def bsn_variance(c_in, c_out, kernel_area):
     "Random-matrix prediction (eq-ch7-bsnvar) of Var(W_bar) under BSN: 4 / ((sqrt(c_out) + sqrt(c_in k)) + (sqrt(c_in) + sqrt(c_out k)))^2."
     s_out = math.sqrt(c_out) + math.sqrt(c_in * kernel_area)
@@ -42,7 +42,7 @@ def bsn_xavier_ratio(c_in, c_out, kernel_area):
     "Var(W_bar_BSN) / Var_Xavier predicted by eq-ch7-ratio (k^2 = kernel_area)."
     return bsn_variance(c_in, c_out, kernel_area) * kernel_area * (c_in + c_out) / 2
 
-# %% ../../nbs/07_bssn.ipynb #f9ddbea7
+# %% ../../nbs/07_bssn.ipynb #13a12b70
 def block_log_gains(profile):
     """Per-block log-gains from `signal_gradient_profile`: forward[l-1] = log(f_l / f_{l-1}) for block l, and
     backward[l-1] = the log-gain of the gradient passing back through block l. Returns {'forward', 'backward'}."""
@@ -51,7 +51,7 @@ def block_log_gains(profile):
     bwd = (b[1:] - b[:-1]).flip(0)  # step j back traverses block L - j + 1
     return {"forward": fwd, "backward": bwd}
 
-# %% ../../nbs/07_bssn.ipynb #c11ffe0d
+# %% ../../nbs/07_bssn.ipynb #b4168fb2
 def kaiming_gain(slope=0.0):
     "Kaiming's gain for a leaky ReLU (eq-ch7-gain): sqrt(2 / (1 + slope^2)), the std relative to LeCun's."
     return math.sqrt(2.0 / (1.0 + slope ** 2))
