@@ -7,7 +7,7 @@ __all__ = ['TW1_MEAN', 'random_sigma_max', 'bai_yin_prediction', 'tracy_widom_pr
            'plain_conv_stack', 'signal_gradient_profile', 'decay_rate', 'padding_factor', 'predicted_decay_rate',
            'normalized_conv_stack']
 
-# %% ../../nbs/05_vanishing.ipynb #9fd9a698
+# %% ../../nbs/05_vanishing.ipynb #cc4cbd5a
 import math
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ def tracy_widom_prediction(m, n, s=1.0):
     mu, tau = (a + b) ** 2, (a + b) * (1 / a + 1 / b) ** (1 / 3)
     return s * math.sqrt(max(mu + tau * TW1_MEAN, 0.0))
 
-# %% ../../nbs/05_vanishing.ipynb #ea520f10
+# %% ../../nbs/05_vanishing.ipynb #8c175ee4
 def init_variance(kind, fan_in, fan_out=None, slope=0.0):
     "Var(w) of an initialization (eq-ch5-inits): 'lecun' 1/fan_in, 'xavier' 2/(fan_in+fan_out), 'kaiming' 2/((1+slope^2) fan_in)."
     if kind == "lecun":
@@ -54,7 +54,7 @@ def sn_fan_in_variance(m, n):
     "Random-matrix prediction (eq-ch5-snvar) of fan_in * Var(W / sigma(W)) for an m x n weight with n = fan_in."
     return n / (math.sqrt(m) + math.sqrt(n)) ** 2
 
-# %% ../../nbs/05_vanishing.ipynb #8a93d613
+# %% ../../nbs/05_vanishing.ipynb #d8edead1
 def plain_conv_stack(depth, channels=32, kernel=3, slope=0.1, padding_mode="zeros", generator=None, device=None):
     """`depth` blocks [Conv2d(kernel, stride 1, 'same' padding, no bias), LeakyReLU(slope)] with LeCun-initialized
     weights (std 1/sqrt(fan_in)). `channels`: an int, or a list of depth + 1 channel counts."""
@@ -131,7 +131,7 @@ def predicted_decay_rate(fan_var, slope=0.1, scale=1.0, sigma_ratio=1.0, pad=1.0
         raise ValueError("predicted_decay_rate: the gain must be positive")
     return -0.5 * math.log(gain2)
 
-# %% ../../nbs/05_vanishing.ipynb #f2c04c66
+# %% ../../nbs/05_vanishing.ipynb #011d498e
 def normalized_conv_stack(kind, scale=1.0, depth=50, channels=32, size=8, batch=4, seed=0, n_power_iterations=30,
                           kernel=3, slope=0.1, padding_mode="zeros", device=None):
     """A `plain_conv_stack` (LeCun raw weights, seeded) normalized by `apply_norm(kind, scale=scale)` with seeded,
@@ -149,7 +149,8 @@ def normalized_conv_stack(kind, scale=1.0, depth=50, channels=32, size=8, batch=
                 if _is_layer(m):
                     m.weight.mul_(scale)
     else:
-        with torch.random.fork_rng(devices=[]):  # the power iterations start from random vectors: seed them too
+        dev = torch.device(device) if device is not None else x.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seed the power iterations too
             torch.manual_seed(seed)
             apply_norm(model, kind, scale=scale, n_power_iterations=n_power_iterations, example_input=x[:1])
         model.train()
