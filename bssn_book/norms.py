@@ -36,30 +36,30 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
     """sigma of the matrix `w` (rows x cols, a view of the weight) from persistent unit vectors u, v.
 
     Training: `n` power-iteration steps under no_grad, the last one ending with t = w^T u computed *with*
-    gradient, so sigma = ||w^T u|| = u^T w v (v = t/||t||) and d sigma/dw = u v^T, u and v held constant.
-    Eval: sigma = ||w^T u|| from the stored u, nothing updated."""
+    gradient; v = t/||t|| (held constant) and sigma = <t, v> = ||w^T u|| = u^T w v, so d sigma/dw = u v^T.
+    Eval: the same from the stored u, nothing updated."""
     if training:
         with torch.no_grad():
             v = v_buf
             for _ in range(n - 1):
-                v = F.normalize(torch.mv(w.t(), F.normalize(torch.mv(w, v), dim=0, eps=eps)), dim=0, eps=eps)
-            u = F.normalize(torch.mv(w, v), dim=0, eps=eps)
+                v = _unit(torch.mv(w.t(), _unit(torch.mv(w, v), eps)), eps)
+            u = _unit(torch.mv(w, v), eps)
         t = torch.mv(w.t(), u)
-        sigma = torch.linalg.vector_norm(t)
         with torch.no_grad():
+            v = _unit(t, eps)
             u_buf.copy_(u)
-            torch.div(t, sigma.clamp_min(eps), out=v_buf)
-        return sigma
-    return torch.linalg.vector_norm(torch.mv(w.t(), u_buf.clone()))
+            v_buf.copy_(v)
+        return torch.vdot(t, v)
+    t = torch.mv(w.t(), u_buf.clone())
+    return torch.vdot(t, _unit(t.detach(), eps))
 
 
 @torch.no_grad()
 def _rows_steps(w, u, v, n, eps):
     "`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: from u): (u, v, sigma = ||w^T u||)."
     for _ in range(n):
-        u = F.normalize(torch.mv(w, v), dim=0, eps=eps)
-        v = torch.mv(w.t(), u)
-        v = v / torch.linalg.vector_norm(v).clamp_min(eps)
+        u = _unit(torch.mv(w, v), eps)
+        v = _unit(torch.mv(w.t(), u), eps)
     if n == 0:
         v = _unit(torch.mv(w.t(), u), eps)
     return u, v
@@ -77,7 +77,7 @@ def _swapped_mv(w3, v):
 def _swapped_steps(w3, u, v, n, eps):
     "As `_rows_steps` for M (B x A*K, the swapped reshape of `w3`); v has shape (A, K). M^T u = u @ w3."
     for _ in range(n):
-        u = F.normalize(_swapped_mv(w3, v), dim=0, eps=eps)
+        u = _unit(_swapped_mv(w3, v), eps)
         v = _unit(torch.matmul(u, w3), eps)
     if n == 0:
         v = _unit(torch.matmul(u, w3), eps)
@@ -197,9 +197,16 @@ class BidirectionalSpectralNorm(_Norm):
     def sigma(self, weight):
         return self.sigma_sum(weight) / 2
 
-    def _finish(self, weight, sigma):
+    def forward(self, weight):
+        if torch.is_autocast_enabled(weight.device.type):
+            with torch.autocast(weight.device.type, enabled=False):
+                return self._bsn(weight)
+        return self._bsn(weight)
+
+    def _bsn(self, weight):
+        "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
-        return weight * (c / sigma)
+        return weight * ((2 * c) / self.sigma_sum(weight))
 
     @torch.no_grad()
     def estimates(self, weight):
