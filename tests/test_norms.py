@@ -380,3 +380,38 @@ def test_normalized_norm_equals_scale(case):
         s_in = torch.linalg.matrix_norm(out_first.transpose(0, 1).flatten(1), 2)
         norm = (s_out + s_in) / 2 if case["kind"] in ("bsn", "bssn") else s_out
     assert float(norm) == pytest.approx(case["scale"], rel=tol), case
+
+
+@pytest.mark.parametrize("kind", ["sn", "bsn", "strict"])
+def test_n_power_iterations_per_access(kind):
+    "One access with n_power_iterations=3 equals three accesses with 1 (the same steps from the same vectors)."
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1).double()
+    kw = dict(input_shape=(4, 7, 7)) if kind == "strict" else {}
+    torch.manual_seed(1)
+    a = apply_norm(copy.deepcopy(conv), kind, n_power_iterations=3, **kw)
+    torch.manual_seed(1)
+    b = apply_norm(copy.deepcopy(conv), kind, n_power_iterations=1, **kw)
+    a.weight
+    for _ in range(3):
+        b.weight
+    for (k, x), (_, y) in zip(a.named_buffers(), b.named_buffers()):
+        assert torch.allclose(x, y, atol=1e-12), k
+
+
+def test_strict_layer_called_with_two_shapes():
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x).mean() + self.conv(x[:, :, ::2, ::2]).mean()
+
+    model = Twice()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="layer 'conv'.*different shapes"):
+        apply_norm(model, "strict", example_input=torch.zeros(1, 3, 8, 8))
+    assert_same(before, snapshot(model))
