@@ -340,6 +340,8 @@ def layer_cases(draw):
     kw = dict(stride=s, padding=p)
     if lk.startswith("convT"):
         kw["output_padding"] = draw(st.integers(0, s - 1))
+    elif p > 0:
+        kw["padding_mode"] = draw(st.sampled_from(["zeros", "circular", "reflect", "replicate"]))
     return dict(lk=lk, args=(c_in, c_out, k), kw=kw, shape=(c_in, *size), dtype=dtype, kind=kind, scale=scale,
                 seed=seed)
 
@@ -359,7 +361,8 @@ def test_normalized_norm_equals_scale(case):
     if case["shape"] is not None:
         try:
             conv_output_shape(layer.weight, case["shape"], stride=layer.stride, padding=layer.padding,
-                              transposed=transposed, output_padding=layer.output_padding)
+                              padding_mode=layer.padding_mode, transposed=transposed,
+                              output_padding=layer.output_padding)
         except ValueError:
             assume(False)
     opts = dict(scale=case["scale"], n_power_iterations=500)
@@ -372,7 +375,8 @@ def test_normalized_norm_equals_scale(case):
     tol = 2e-3 if case["dtype"] == torch.float32 else 1e-5
     if case["kind"] == "strict" and case["shape"] is not None:
         A = conv_operator_matrix(Wb, case["shape"], stride=layer.stride, padding=layer.padding,
-                                 transposed=transposed, output_padding=layer.output_padding)
+                                 padding_mode=layer.padding_mode, transposed=transposed,
+                                 output_padding=layer.output_padding)
         norm = torch.linalg.matrix_norm(A, 2)
     else:
         out_first = Wb.transpose(0, 1) if transposed else Wb          # torch's SN_w convention
@@ -415,3 +419,17 @@ def test_strict_layer_called_with_two_shapes():
     with pytest.raises(ValueError, match="layer 'conv'.*different shapes"):
         apply_norm(model, "strict", example_input=torch.zeros(1, 3, 8, 8))
     assert_same(before, snapshot(model))
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+def test_strict_other_padding_modes(mode):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, stride=1, padding=1, padding_mode=mode).double()
+    apply_norm(conv, "strict", scale=1.5, n_power_iterations=500, input_shape=(2, 5, 6))
+    conv.weight
+    conv.eval()
+    A = conv_operator_matrix(conv.weight.detach(), (2, 5, 6), padding=1, padding_mode=mode)
+    assert float(torch.linalg.matrix_norm(A, 2)) == pytest.approx(1.5, rel=1e-6)
+    conv.train()
+    conv(torch.randn(2, 2, 5, 6, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
