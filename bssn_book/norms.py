@@ -84,6 +84,23 @@ def _swapped_steps(w3, u, v, n, eps):
     return u, v
 
 # %% ../nbs/03_norms.ipynb #c0011
+class _MulScalar(torch.autograd.Function):
+    """`w * r` for a 0-d tensor r. The backward computes <g, w> as one dot product; autograd's own rule for `w * r`
+    (or `w / sigma`) first builds g * w (and more) as full-size temporaries. Twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, w, r):
+        ctx.save_for_backward(w, r)
+        return w * r
+
+    @staticmethod
+    def backward(ctx, g):
+        w, r = ctx.saved_tensors
+        gw = g * r if ctx.needs_input_grad[0] else None
+        gr = torch.vdot(g.reshape(-1), w.reshape(-1)) if ctx.needs_input_grad[1] else None
+        return gw, gr
+
+
 class _Norm(nn.Module):
     "Base of the weight parametrizations: a divisor sigma(W) and a multiplier (constant `scale` or learnable `gamma`)."
 
@@ -94,11 +111,8 @@ class _Norm(nn.Module):
 
     def _finish(self, weight, sigma):
         "W * c / sigma (c = gamma if learnable, else the constant scale)."
-        if self.gamma is not None:
-            return weight * (self.gamma / sigma)
-        if self.scale == 1.0:
-            return weight / sigma
-        return weight * (self.scale / sigma)
+        c = self.gamma if self.gamma is not None else self.scale
+        return _MulScalar.apply(weight, c / sigma)
 
     def forward(self, weight):
         if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
@@ -181,8 +195,8 @@ class BidirectionalSpectralNorm(_Norm):
         u0, v0 = _rows_steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
         u1, v1 = _swapped_steps(w3, self._u1, self._v1, n, self.eps)
         if self.training:
-            with torch.no_grad():
-                self._u0.copy_(u0), self._v0.copy_(v0), self._u1.copy_(u1), self._v1.copy_(v1)
+            with torch.no_grad():  # one fused in-place copy of the four vectors into their buffers
+                torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
         return u0, v0, u1, v1
 
     def sigma_sum(self, weight):
@@ -206,7 +220,7 @@ class BidirectionalSpectralNorm(_Norm):
     def _bsn(self, weight):
         "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
-        return weight * ((2 * c) / self.sigma_sum(weight))
+        return _MulScalar.apply(weight, (2 * c) / self.sigma_sum(weight))
 
     @torch.no_grad()
     def estimates(self, weight):
