@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['NORM_KINDS', 'GAMMA_MODES', 'CONV_LAYERS', 'CONV_TRANSPOSE_LAYERS', 'SUPPORTED_LAYERS', 'WARMUP_ITERATIONS',
-           'SpectralNormW', 'BidirectionalSpectralNorm', 'OperatorNorm', 'GammaScale', 'DenseBidirectionalSpectralNorm',
-           'apply_norm', 'is_normalized', 'remove_norm', 'sigmas']
+           'FUSED_BACKWARD_MIN_NUMEL', 'SpectralNormW', 'BidirectionalSpectralNorm', 'OperatorNorm', 'GammaScale',
+           'DenseBidirectionalSpectralNorm', 'apply_norm', 'is_normalized', 'remove_norm', 'sigmas']
 
 # %% ../nbs/03_norms.ipynb #c0006
 import math
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .spectral import conv_operator_norm, conv_output_shape, power_iteration
+from .spectral import _ConvOperator, conv_operator_norm, conv_output_shape, power_iteration
 
 NORM_KINDS = ("sn", "ssn", "bsn", "bssn", "strict")
 GAMMA_MODES = (None, "shared", "per_layer")
@@ -56,7 +56,7 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
 
 @torch.no_grad()
 def _rows_steps(w, u, v, n, eps):
-    "`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: from u): (u, v, sigma = ||w^T u||)."
+    "`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: v from u): unit (u, v), u^T w v = sigma."
     for _ in range(n):
         u = _unit(torch.mv(w, v), eps)
         v = _unit(torch.mv(w.t(), u), eps)
@@ -101,6 +101,14 @@ class _MulScalar(torch.autograd.Function):
         return gw, gr
 
 
+FUSED_BACKWARD_MIN_NUMEL = 2 ** 17   # below this, the Python cost of an autograd.Function exceeds what it saves
+
+
+def _scale(w, r):
+    "w * r (r a 0-d tensor): through `_MulScalar` for large weights, plain autograd for small ones."
+    return _MulScalar.apply(w, r) if w.numel() >= FUSED_BACKWARD_MIN_NUMEL else w * r
+
+
 class _Norm(nn.Module):
     "Base of the weight parametrizations: a divisor sigma(W) and a multiplier (constant `scale` or learnable `gamma`)."
 
@@ -112,7 +120,7 @@ class _Norm(nn.Module):
     def _finish(self, weight, sigma):
         "W * c / sigma (c = gamma if learnable, else the constant scale)."
         c = self.gamma if self.gamma is not None else self.scale
-        return _MulScalar.apply(weight, c / sigma)
+        return _scale(weight, c / sigma)
 
     def forward(self, weight):
         if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
@@ -220,7 +228,7 @@ class BidirectionalSpectralNorm(_Norm):
     def _bsn(self, weight):
         "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
-        return _MulScalar.apply(weight, (2 * c) / self.sigma_sum(weight))
+        return _scale(weight, (2 * c) / self.sigma_sum(weight))
 
     @torch.no_grad()
     def estimates(self, weight):
@@ -264,6 +272,9 @@ class OperatorNorm(_Norm):
             self._adj_op = tuple(n - ((o - 1) * s - 2 * p + d * (kk - 1) + 1) for n, o, s, p, d, kk in
                                  zip(self.input_shape[1:], self.output_shape[1:], st, pad, dil, k))
         self._padding, self._output_padding, self._padding_mode = padding, output_padding, padding_mode
+        # other padding modes (circular, reflect, replicate) and padding="same" go through spectral's operator
+        self._slow = (None if self._fast and padding_mode == "zeros"
+                      else _ConvOperator(weight.detach(), self.input_shape, **self.conv_kwargs))
         _, x = conv_operator_norm(weight.detach(), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
                                   **self.conv_kwargs)
         self.register_buffer("_x", x.unsqueeze(0).contiguous())
@@ -273,16 +284,14 @@ class OperatorNorm(_Norm):
             return self._conv_t(x, w, None, padding=self._padding, output_padding=self._output_padding, **self._args)
         if self._padding_mode == "zeros":
             return self._conv(x, w, None, padding=self._padding, **self._args)
-        from bssn_book.spectral import _ConvOperator  # noqa: rare padding modes go through spectral's operator
-        return _ConvOperator(w, self.input_shape, **self.conv_kwargs).forward(x, w)
+        return self._slow.forward(x, w)
 
     def _adjoint_op(self, y, w):
         if self.transposed:
             return self._conv(y, w, None, padding=self._padding, **self._args)
         if self._fast:
             return self._conv_t(y, w, None, padding=self._padding, output_padding=self._adj_op, **self._args)
-        from bssn_book.spectral import conv_operator_adjoint
-        return conv_operator_adjoint(w, y, self.input_shape, **self.conv_kwargs)
+        return self._slow.adjoint(y, w)
 
     def sigma(self, weight):
         if self.training:

@@ -149,10 +149,13 @@ def test_compile_fullgraph_no_graph_break():
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available in this torch build")
     torch._dynamo.reset()
-    D = small_d()
+    torch.manual_seed(0)  # conv 128 -> 128 has 147k weights: the scaling goes through the fused autograd.Function
+    D = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 128, 4, stride=2, padding=1),
+                      nn.LeakyReLU(0.1), nn.Conv2d(128, 128, 3, padding=1), nn.LeakyReLU(0.1), nn.Flatten(),
+                      nn.Linear(128 * 4 * 4, 1))
     apply_norm(D[0], "sn")
     apply_norm(D[2], "bssn", scale=1.2)
-    apply_norm(D[4], "strict", input_shape=(16, 4, 4))
+    apply_norm(D[4], "strict", input_shape=(128, 4, 4))
     apply_norm(D[7], "sn", gamma="per_layer", scale=1.1)
     ref = copy.deepcopy(D)
     compiled = torch.compile(D, fullgraph=True, backend="aot_eager")
@@ -433,3 +436,21 @@ def test_strict_other_padding_modes(mode):
     conv.train()
     conv(torch.randn(2, 2, 5, 6, dtype=torch.float64)).sum().backward()
     assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
+
+
+@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
+def test_fused_scaling_matches_plain_autograd(kind, monkeypatch):
+    "The fused backward of W * (c / sigma) gives the gradients (incl. a gradient penalty) of plain autograd."
+    import bssn_book.norms as N
+
+    def grads(min_numel):
+        monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", min_numel)
+        D = normalized_d(dict(kind=kind, scale=1.3)).double()
+        real = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        x = real.clone().requires_grad_()
+        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        loss = F.relu(1 - D(real)).mean() + (g.norm() - 1) ** 2
+        return torch.autograd.grad(loss, [p for p in D.parameters()])
+
+    for a, b in zip(grads(0), grads(2 ** 62)):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
