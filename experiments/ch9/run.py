@@ -7,8 +7,10 @@ Training goes through `bssn-book sweep` (one sweep per normalization kind and sc
 script is resumable: a run whose `done.json` exists is skipped. Runs live in `experiments/ch9/runs/`
 (not committed: checkpoints, logs); the collected result files in `experiments/ch9/results/` are committed.
 
-Measured on the shared 2-core machine (one process, OMP_NUM_THREADS=1, other jobs running): see
-`results/meta.json` (`per_run_wall_s`, `total_train_wall_s`); about 1.5-2 min per 500-iteration run.
+Measured duration (2026-11-25, shared 2-core CPU, one process, OMP_NUM_THREADS=1, other engineers' jobs running):
+19 runs of 500 iterations, 39-126 s each (mean 78 s, load-dependent), 1484 s = 24.7 min of training in all;
+the whole script about 26 min from scratch (training plus ~20 s of collection). `results/meta.json` records
+`per_run_wall_s` and `total_train_wall_s`; rerunning with every run done only re-collects (~20 s).
 
 Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
