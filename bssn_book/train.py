@@ -776,7 +776,7 @@ class Trainer:
                     status = "interrupted"
                     break
         finally:
-            for sig, h in old.items(): signal.signal(sig, h)
+            for sig, h in old.items(): signal.signal(sig, h if h is not None else signal.SIG_DFL)
             if bar is not None: bar.close()
             if self._tb is not None: self._tb.close()
         summary = {"status": status, "step": self.step, "iterations": c.iterations, "out_dir": str(self.out),
