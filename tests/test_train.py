@@ -231,3 +231,16 @@ def test_mlp_on_a_2d_mixture_with_metrics(tmp_path):
     assert r["status"] == "done" and (out / "samples" / "step-00000004.png").exists()
     m = r["metrics"]
     assert m["step"] == 4 and m["n_modes"] == 8 and 0 <= m["modes_covered"] <= 8 and 0 <= m["high_quality"] <= 1
+
+
+def test_missing_inception_weights_stop_the_run_before_training(tmp_path, monkeypatch):
+    "A run that will evaluate with Inception refuses to start without the weights (not hours later)."
+    from bssn_book import metrics
+    monkeypatch.setattr(metrics, "inception_weights_path", lambda: tmp_path / "nowhere" / "weights.pth")
+    out = tmp_path / "run"
+    cfg = tiny_config(out, metrics_every=4, metrics_extractor="inception-v3-compat")
+    with pytest.raises(FileNotFoundError, match="Inception weights are not available"):
+        Trainer(cfg, data=tiny_data())
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    # the offline extractor, or no periodic metrics, start as before
+    Trainer(tiny_config(tmp_path / "ok", metrics_every=0, metrics_extractor="inception-v3-compat"), data=tiny_data())

@@ -91,6 +91,16 @@ def to_book_cell(cell: dict) -> dict:
     return cell
 
 
+def was_executed(path: Path) -> bool:
+    "Whether nbdev-test saved this notebook: its code cells then carry execution metadata."
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return False
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    return any("execution" in c.get("metadata", {}) for c in code)
+
+
 def postprocess(path: Path, key: str) -> None:
     nb = json.loads(path.read_text())
     nb["cells"] = [to_book_cell(c) for c in nb["cells"]]
@@ -152,14 +162,19 @@ def main(argv=None) -> int:
     cmd = [str(Path(sys.executable).parent / "nbdev-test"), str(run), "--save", "--timing",
            "--n-workers", str(min(args.workers, len(stale)))]
     res = subprocess.run(cmd, cwd=ROOT, env=env)
-    if res.returncode != 0:
-        print("execute_nbs: a notebook failed (its traceback is above); the book was not updated",
-              file=sys.stderr)
-        return res.returncode
-    for src, dest, key in stale:
+    # nbdev-test --save writes a notebook back only when all of it ran: keep those, so that after a
+    # failure only the failed chapters run again.
+    done = [(s, d, k) for s, d, k in stale if was_executed(run / s.name)]
+    for src, dest, key in done:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(run / src.name), dest)
         postprocess(dest, key)
+    if res.returncode != 0 or len(done) < len(stale):
+        kept = {s.name for s, _, _ in done}
+        failed = sorted(s.name for s, _, _ in stale if s.name not in kept)
+        print(f"execute_nbs: failed (traceback above): {', '.join(failed) or 'see above'}; "
+              f"{len(done)} other notebooks were kept", file=sys.stderr)
+        return res.returncode or 1
     shutil.rmtree(run, ignore_errors=True)
     print(f"execute_nbs: done in {time.time() - t0:.1f} s")
     return 0
