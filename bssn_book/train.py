@@ -479,7 +479,8 @@ class Trainer:
                                         world_size=self.world)
         g = torch.Generator().manual_seed(config.seed + 1)
         self.is_image = is_image_data(self.data)
-        if self.is_image and config.metrics_every and config.metrics_extractor != "mnist":
+        if (self.is_image and 0 < config.metrics_every <= config.iterations
+                and config.metrics_extractor != "mnist"):
             # Missing Inception weights must stop the run now, not at its first evaluation hours from now.
             from bssn_book import metrics
             metrics._resolve_extractor(config.metrics_extractor, None, False)

@@ -242,5 +242,7 @@ def test_missing_inception_weights_stop_the_run_before_training(tmp_path, monkey
     with pytest.raises(FileNotFoundError, match="Inception weights are not available"):
         Trainer(cfg, data=tiny_data())
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
-    # the offline extractor, or no periodic metrics, start as before
+    # no periodic metrics, or none within the run's iterations, start as before
     Trainer(tiny_config(tmp_path / "ok", metrics_every=0, metrics_extractor="inception-v3-compat"), data=tiny_data())
+    Trainer(tiny_config(tmp_path / "ok2", iterations=2, metrics_every=4, metrics_extractor="inception-v3-compat"),
+            data=tiny_data())

@@ -49,9 +49,9 @@ def _files_under(folder: Path, pattern: str = "*"):
 
 
 def context_key() -> str:
-    """What every chapter depends on besides itself: the package and the result files."""
+    """What every chapter depends on besides itself: the package and the result files (experiments, benchmarks)."""
     deps = _files_under(ROOT / "bssn_book", "*.py") + _files_under(ROOT / "bssn_book" / "assets")
-    deps += _files_under(ROOT / "experiments")
+    deps += _files_under(ROOT / "experiments") + _files_under(ROOT / "benchmarks" / "results")
     deps += [ROOT / "pyproject.toml", ROOT / "requirements.txt"]
     return _digest(deps)
 
