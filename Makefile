@@ -23,7 +23,12 @@ help:
 	@echo "make export  notebooks -> bssn_book/ (nbdev-export), then clean the notebooks"
 
 # The environment: pinned versions from requirements.txt, the package editable.
-$(STAMP): requirements.txt pyproject.toml
+# nbdev-export rewrites pyproject.toml with the same content (a new mtime only): the environment depends
+# on a copy that changes only when the content does.
+$(VENV)/.pyproject.toml: pyproject.toml
+	@mkdir -p $(VENV); cmp -s $< $@ || cp $< $@
+
+$(STAMP): requirements.txt $(VENV)/.pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
@@ -53,7 +58,8 @@ check-sync: env
 
 # Each chapter is executed once by nbdev-test (a cell that raises fails the run);
 # the executed copies in _build/src/ are what the book renders. Unchanged
-# chapters are not executed again.
+# chapters are not executed again. The HTML is built afresh every time (about
+# 15 s), so that no warning hides in Sphinx's cache.
 execute: env
 	$(BIN)/python tools/execute_nbs.py
 
@@ -62,6 +68,7 @@ book: env node_modules/.stamp
 	$(BIN)/nbdev-export && \
 	$(BIN)/python tools/execute_nbs.py && \
 	$(BIN)/python tools/book_assets.py && \
+	rm -rf _build/html _build/jupyter_execute && \
 	$(BIN)/jupyter-book build _build/src --path-output . --warningiserror --keep-going -q && \
 	echo "make book: done in $$(( $$(date +%s) - start )) s; open $(CURDIR)/_build/html/index.html"
 
