@@ -94,7 +94,10 @@ class MNISTFeatureExtractor(FeatureExtractorBase):
         out = {"features": h, "logits": self.net.head(h)}
         return tuple(out[k] for k in self.features_list)
 
-if torch_fidelity is not None and MNIST_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+if torch_fidelity is not None:
+    # The latest definition wins: the module reloaded, or this chapter run in a process that imported the
+    # package's module first, registers its own class (torch-fidelity refuses a name registered twice).
+    FEATURE_EXTRACTORS_REGISTRY.pop(MNIST_EXTRACTOR, None)
     register_feature_extractor(MNIST_EXTRACTOR, MNISTFeatureExtractor)
 
 # %% ../nbs/08d_metrics.ipynb #c36a7488
