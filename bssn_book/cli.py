@@ -65,6 +65,8 @@ def make_config(preset=None, config=None, sets=None):
     file = read_config_file(config) if config else {}
     base = file.pop("preset", None) if preset is None else preset
     base = base or ("quick" if not config else None)
+    if base is not None and not isinstance(base, str):
+        raise UsageError(f"preset must be a name (one of: {', '.join(PRESETS)}), got {base!r}")
     if base is not None and base not in PRESETS:
         raise UsageError(f"unknown preset {base!r} (allowed: {', '.join(PRESETS)})")
     d = {**(PRESETS[base] if base else {}), **file, **(sets or {})}
@@ -74,6 +76,9 @@ def make_config(preset=None, config=None, sets=None):
 def evaluate_checkpoint(path, *, samples=None, extractor=None, ema=True, data_root=None, device="auto"):
     "Metrics of the generator in checkpoint `path` (EMA copy if present and `ema`)."
     state = load_checkpoint(path)
+    missing = sorted({"config", "G", "step"} - set(state)) if isinstance(state, dict) else ["a dict"]
+    if missing:
+        raise CheckpointError(f"{path} is not a bssn-book training checkpoint (missing {', '.join(missing)})")
     d = dict(state["config"])
     if data_root is not None: d["data_root"] = data_root
     if extractor is not None: d["metrics_extractor"] = extractor
@@ -168,9 +173,12 @@ class _Parser(argparse.ArgumentParser):
 def _list(kind):
     def parse(text):
         try:
-            return [kind(t) for t in text.split(",") if t.strip()]
+            out = [kind(t) for t in text.split(",") if t.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+        if not out:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
+        return out
     return parse
 
 

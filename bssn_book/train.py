@@ -4,21 +4,20 @@
 
 # %% auto #0
 __all__ = ['NORMS', 'DATASETS', 'MODELS', 'LOSSES', 'GAMMAS', 'EXTRACTORS', 'TOY_DATASETS', 'ROOT_DATASETS', 'PRESETS',
-           'SETTINGS', 'MIXTURE_STD', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError',
-           'NonFiniteLossError', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device',
-           'load_dataset', 'build_models', 'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state',
-           'set_rng_state', 'evaluate_generator', 'Trainer']
+           'SETTINGS', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError', 'NonFiniteLossError',
+           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device', 'load_dataset', 'build_models',
+           'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state', 'set_rng_state', 'evaluate_generator',
+           'Trainer']
 
 # %% ../nbs/08e_train.ipynb #00000003
 import copy, csv, dataclasses, json, math, os, random, signal, sys, tempfile, time, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from .theory.dynamics import fan_in_variance, grad_norms
 
@@ -224,6 +223,10 @@ def load_checkpoint(path, map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(2)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):   # torch.save's zip archive, or a bare pickle
+        raise CheckpointError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -258,7 +261,7 @@ def resolve_device(device="auto", local_rank=0):
     return dev
 
 
-MIXTURE_STD = {"ring": 0.02, "grid": 0.05}   # component std of the 2-D mixtures (bssn_book.data's defaults)
+from .data import MIXTURE_STD   # component std of the 2-D mixtures (torch and numpy only)
 
 
 def load_dataset(config):

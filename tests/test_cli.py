@@ -83,6 +83,28 @@ def test_crafted_checkpoint_is_refused_by_eval(tmp_path, capsys):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("content, why", [
+    (b"hello\n", "not a PyTorch checkpoint file"),                       # any file, e.g. a text file
+    (None, "not a bssn-book training checkpoint (missing G, config)"),   # a real torch.save of another dict
+])
+def test_eval_of_a_file_that_is_not_a_training_checkpoint(tmp_path, capsys, content, why):
+    path = tmp_path / "other.pt"
+    path.write_bytes(content) if content is not None else torch.save({"step": 3}, path)
+    code, _, err = run_main(["eval", str(path)], capsys)
+    assert code == 1 and why in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["sweep", "--kinds", ",", "--out", "x"], "expected at least one value"),
+    (["train", "--config", "CFG"], "preset must be a name"),
+])
+def test_usage_errors_are_one_line(tmp_path, capsys, argv, why):
+    (tmp_path / "c.json").write_text(json.dumps({"preset": ["quick"]}))
+    argv = [str(tmp_path / "c.json") if a == "CFG" else a for a in argv]
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_sweep_runs_in_parallel_skips_done_and_resumes_unfinished(tmp_path, capsys):
     out = tmp_path / "sweep"
     args = ["sweep", "--kinds", "sn,bssn", "--scales", "1.2", "--seeds", "0", "--jobs", "2", "--out", str(out),
@@ -101,7 +123,7 @@ def test_sweep_runs_in_parallel_skips_done_and_resumes_unfinished(tmp_path, caps
     assert rows["bssn-c1.2-seed0"]["status"] == "done" and rows["bssn-c1.2-seed0"]["step"] == 4
     done = json.loads((out / "bssn-c1.2-seed0" / "done.json").read_text())
     assert done["resumed_from"].endswith("ckpt-00000002.pt")                # resumed, not restarted
-    assert "run " in stdout and "bssn-c1.2-seed0" in stdout.splitlines()[-1] + stdout   # the summary table
+    assert "run " in stdout and stdout.splitlines()[-1].startswith("bssn-c1.2-seed0")   # the summary table's last row
     assert load_checkpoint(list_checkpoints(out / "bssn-c1.2-seed0" / "checkpoints")[-1])["config"]["scale"] == 1.2
     code, stdout, _ = run_main(args, capsys)                                  # everything done: nothing runs
     assert code == 0 and stdout.count("skipped (done)") == 4                   # 2 progress lines + 2 table rows

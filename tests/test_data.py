@@ -193,6 +193,9 @@ def test_gaussian_mixture():
     assert not torch.equal(Dt.gaussian_mixture("grid", 10, seed=1)[0], Dt.gaussian_mixture("grid", 10, seed=2)[0])
     with pytest.raises(ValueError, match="kind"):
         Dt.gaussian_mixture("spiral")
+    for bad in ("x", -0.1, True):
+        with pytest.raises(ValueError, match="std must be a positive number"):
+            Dt.gaussian_mixture("ring", 10, std=bad)
 
 
 def test_make_loader_seeded_and_distributed():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bssn_book.train import (PRESETS, SETTINGS, ConfigError, TrainConfig, Trainer, list_checkpoints,
+from bssn_book.train import (_read_rows, PRESETS, SETTINGS, ConfigError, TrainConfig, Trainer, list_checkpoints,
                              load_checkpoint, preset)
 
 torch.set_num_threads(1)
@@ -54,7 +54,7 @@ def losses_of(rows):
 
 
 def rows_of(out_dir):
-    return [json.loads(l) for l in (Path(out_dir) / "log.jsonl").read_text().splitlines() if l.strip()]
+    return _read_rows(Path(out_dir) / "log.jsonl")
 
 
 def wait_for(pred, timeout=60.0, proc=None):
@@ -110,7 +110,7 @@ def test_norm_kinds_match_the_norms_module():
 
 
 def test_presets_hold_the_papers_settings():
-    assert "quick" in PRESETS and TrainConfig() == TrainConfig()  # dataclass equality works for configs
+    assert "quick" in PRESETS
     for name in PRESETS:
         preset(name)
     for name, iters in [("paper-cifar10", 400_000), ("paper-stl10", 800_000)]:
