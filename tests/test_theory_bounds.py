@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from bssn_book.theory.bounds import (conv_matrix, conv_patch_count, gradient_bound, layer_operator_norm,
+from bssn_book.spectral import conv_operator_matrix
+from bssn_book.theory.bounds import (conv_patch_count, gradient_bound, layer_operator_norm,
                                      measured_gradients)
 
 
@@ -84,7 +85,7 @@ def test_conv_norm_between_sigma_w_and_sqrt_n_sigma_w():
     rho = layer_operator_norm(conv, (2, 6, 6))
     sw = float(torch.linalg.matrix_norm(conv.weight.detach().flatten(1).double(), 2))
     assert sw * (1 - 1e-6) <= rho <= math.sqrt(conv_patch_count(conv)) * sw
-    mat = conv_matrix(conv.weight.detach(), (2, 6, 6), padding=1)
+    mat = conv_operator_matrix(conv.weight.detach(), (2, 6, 6), padding=1)
     x = torch.randn(1, 2, 6, 6)
     assert torch.allclose(mat @ x.flatten(), nn.functional.conv2d(x, conv.weight, padding=1).flatten(), atol=1e-5)
 

@@ -112,3 +112,10 @@ def test_measured_best_scale_of_bssn_is_the_prediction():
     c_pred = predicted_best_scale(rho, slope=0.1, pad=padding_factor(8, 8))
     c_meas = best_scale([1.0, 3.0], [rates[1.0], rates[3.0]])
     assert abs(c_meas / c_pred - 1) < 0.05
+
+
+def test_best_scale_rejects_mismatched_or_nonpositive_scales():
+    with pytest.raises(ValueError, match="2 scales but 1 rates"):
+        best_scale([1.0, 2.0], [0.1])
+    with pytest.raises(ValueError, match="positive"):
+        best_scale([0.0, 1.0], [0.2, 0.1])

@@ -11,9 +11,11 @@ import math
 import torch
 from torch import nn
 
+from ..spectral import reshape_weight, spectral_norm_exact
+
 
 def fan_out(layer):
-    "torch's fan_out: `out_features`, or `out_channels/groups * prod(kernel_size)` for a Conv (what one input feeds)."
+    "The fan-out: `out_features`, or `out_channels/groups * prod(kernel_size)` for a Conv (what one input feeds)."
     if isinstance(layer, nn.Linear):
         return layer.out_features
     if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
@@ -23,12 +25,10 @@ def fan_out(layer):
 
 def bsn_sigmas(weight):
     "Exact (sigma_out, sigma_in) of a Linear/Conv weight (eq-ch7-bsn): sigma of the c_out x (c_in k) and c_in x (c_out k) reshapes."
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        raise ValueError(f"bsn_sigmas: expected a weight tensor with at least 2 dimensions, got {weight!r:.80}")
     w = weight.detach()
-    if w.dim() < 2:
-        raise ValueError(f"bsn_sigmas: expected a weight with at least 2 dimensions, got shape {tuple(w.shape)}")
-    s_out = torch.linalg.matrix_norm(w.flatten(1), 2)
-    s_in = torch.linalg.matrix_norm(w.transpose(0, 1).flatten(1), 2)
-    return float(s_out), float(s_in)
+    return float(spectral_norm_exact(reshape_weight(w, 0))), float(spectral_norm_exact(reshape_weight(w, 1)))
 
 # %% ../../nbs/07_bssn.ipynb #b79b2f2b
 def bsn_variance(c_in, c_out, kernel_area):
@@ -66,6 +66,11 @@ def predicted_best_scale(fan_var, slope=0.1, pad=1.0):
 
 def best_scale(scales, rates):
     "The scale where a decay rate crosses 0: least-squares fit of rate = alpha - beta*log(c) over a sweep, c* = exp(alpha/beta)."
+    scales, rates = list(scales), list(rates)
+    if len(scales) != len(rates):
+        raise ValueError(f"best_scale: {len(scales)} scales but {len(rates)} rates")
+    if any(not c > 0 for c in scales):
+        raise ValueError(f"best_scale: scales must be positive, got {scales}")
     lc = torch.tensor([math.log(c) for c in scales], dtype=torch.float64)
     r = torch.tensor([float(v) for v in rates], dtype=torch.float64)
     if len(lc) < 2 or float(lc.std()) == 0:
