@@ -183,11 +183,11 @@ return figs.map((fig) => {
   };
   ctrls.forEach((c) => {
     const n = c.tagName === "SELECT" ? c.options.length : parseInt(c.max, 10) + 1;
-    const srcs = [];
+    const start = img.src, srcs = [];   // the page's default frame, before any control moved
     for (let v = 0; v < n; v++) { set(c, v); srcs.push(img.src); }
     set(c, 0);
     res.controls.push({param: c.getAttribute("data-bssn-param"), tag: c.tagName, n: n,
-                       distinct: new Set(srcs).size, back_to_default: img.src === srcs[0]});
+                       distinct: new Set(srcs).size, back_to_default: img.src === start});
   });
   return res;
 });
