@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .spectral import _ConvOperator, conv_operator_norm, conv_output_shape, power_iteration
+from .spectral import _ConvOperator, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
 
 NORM_KINDS = ("sn", "ssn", "bsn", "bssn", "strict")
 GAMMA_MODES = (None, "shared", "per_layer")
@@ -392,11 +392,6 @@ def _record_input_shapes(module, layers, example_input):
     return shapes
 
 
-def _conv_kwargs(layer):
-    return dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-                padding_mode=layer.padding_mode, transposed=layer.transposed, output_padding=layer.output_padding)
-
-
 def _make_norm(kind, layer, input_shape, kw):
     "The parametrization module for one layer."
     transposed = isinstance(layer, CONV_TRANSPOSE_LAYERS)
@@ -406,7 +401,7 @@ def _make_norm(kind, layer, input_shape, kw):
         norm = (DenseBidirectionalSpectralNorm(layer.weight, **kw) if isinstance(layer, nn.Linear)
                 else BidirectionalSpectralNorm(layer.weight, transposed=transposed, **kw))
     else:
-        norm = OperatorNorm(layer.weight, input_shape, **_conv_kwargs(layer), **kw)
+        norm = OperatorNorm(layer.weight, input_shape, **conv_kwargs(layer), **kw)
     norm.kind = kind
     return norm
 
@@ -464,7 +459,7 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
                 raise ValueError(f"apply_norm: {_label(name, layer)} is not called when example_input runs through "
                                  "the model, so its input shape for 'strict' is unknown")
             try:
-                conv_output_shape(layer.weight, shapes[name], **_conv_kwargs(layer))
+                conv_output_shape(layer.weight, shapes[name], **conv_kwargs(layer))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"apply_norm: {_label(name, layer)} with input shape {shapes[name]}: {e}") from e
     # everything is valid: build every parametrization, then register them all (undone if anything fails)
@@ -508,6 +503,8 @@ def is_normalized(layer):
 def remove_norm(module, leave_parametrized=True):
     """Remove `apply_norm`'s normalization from `module` and every layer inside it. With `leave_parametrized`
     (the default, as torch) the weight keeps its current normalized value; otherwise the raw weight returns."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"remove_norm: module must be a torch.nn.Module, got {type(module).__name__}")
     targets = [m for m in module.modules() if is_normalized(m)]
     for m in targets:
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=leave_parametrized)
@@ -520,6 +517,8 @@ def remove_norm(module, leave_parametrized=True):
 def sigmas(model):
     """Qualified layer name -> latest sigma estimate(s) of each normalized layer, computed from the persistent
     vectors without updating them: {"sigma": divisor} (+ "sigma_out", "sigma_in" for BSN, "gamma" if learnable)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sigmas: model must be a torch.nn.Module, got {type(model).__name__}")
     out = {}
     for name, m in model.named_modules():
         norm = _norm_of(m)

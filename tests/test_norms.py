@@ -454,3 +454,10 @@ def test_fused_scaling_matches_plain_autograd(kind, monkeypatch):
 
     for a, b in zip(grads(0), grads(2 ** 62)):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_remove_norm_and_sigmas_name_a_non_module():
+    with pytest.raises(TypeError, match="remove_norm: module must be a torch.nn.Module, got NoneType"):
+        remove_norm(None)
+    with pytest.raises(TypeError, match="sigmas: model must be a torch.nn.Module, got list"):
+        sigmas([1])

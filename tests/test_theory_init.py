@@ -159,3 +159,9 @@ def test_normalized_conv_stack_kinds_and_scale():
     s1 = torch.linalg.matrix_norm(w.flatten(1), 2)
     s2 = torch.linalg.matrix_norm(w.transpose(0, 1).flatten(1), 2)
     assert float((s1 + s2) / 2) == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("m, n", [(5, 0), (0, 5), (1, 1)])
+def test_tracy_widom_prediction_rejects_degenerate_sizes(m, n):
+    with pytest.raises(ValueError, match="tracy_widom_prediction needs"):
+        tracy_widom_prediction(m, n)

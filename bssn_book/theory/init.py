@@ -30,9 +30,9 @@ def bai_yin_prediction(m, n, s=1.0):
 
 def tracy_widom_prediction(m, n, s=1.0):
     "E[sigma_max] to first finite-size order (eq-ch5-tw): Johnstone's centring and scale with the mean of TW_1."
+    if min(m, n) < 1 or max(m, n) < 2:
+        raise ValueError(f"tracy_widom_prediction needs min(m, n) >= 1 and max(m, n) >= 2, got m={m}, n={n}")
     a, b = math.sqrt(max(m, n) - 1), math.sqrt(min(m, n))
-    if a == 0:
-        raise ValueError("tracy_widom_prediction needs max(m, n) >= 2")
     mu, tau = (a + b) ** 2, (a + b) * (1 / a + 1 / b) ** (1 / 3)
     return s * math.sqrt(max(mu + tau * TW1_MEAN, 0.0))
 
