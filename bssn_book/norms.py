@@ -109,6 +109,13 @@ def _scale(w, r):
     return _MulScalar.apply(w, r) if w.numel() >= FUSED_BACKWARD_MIN_NUMEL else w * r
 
 
+def _check_weight(weight, who):
+    "A weight a spectral norm can be taken of: a tensor with at least 2 dimensions (out x in x kernel...)."
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        got = f"shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{who}: the weight must be a tensor with at least 2 dimensions (out x in [x kernel]), got {got}")
+
+
 class _Norm(nn.Module):
     "Base of the weight parametrizations: a divisor sigma(W) and a multiplier (constant `scale` or learnable `gamma`)."
 
@@ -153,6 +160,9 @@ class SpectralNormW(_Norm):
     `_v` (columns; for dim=1 kept as a (c_in, k) array so that no copy of the weight is ever made)."""
 
     def __init__(self, weight, dim=0, **kw):
+        _check_weight(weight, "SpectralNormW")
+        if dim not in (0, 1):
+            raise ValueError(f"SpectralNormW: dim must be 0 (Linear/Conv) or 1 (ConvTranspose), got {dim!r}")
         super().__init__(**kw)
         self.dim = dim
         w = weight.detach()
@@ -187,6 +197,7 @@ class BidirectionalSpectralNorm(_Norm):
     Both sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (vectors held constant)."""
 
     def __init__(self, weight, transposed=False, **kw):
+        _check_weight(weight, "BidirectionalSpectralNorm")
         super().__init__(**kw)
         self.transposed = transposed  # ConvTranspose weights are (c_in, c_out, k): dim 0 is the input side
         w = weight.detach()

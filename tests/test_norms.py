@@ -461,3 +461,13 @@ def test_remove_norm_and_sigmas_name_a_non_module():
         remove_norm(None)
     with pytest.raises(TypeError, match="sigmas: model must be a torch.nn.Module, got list"):
         sigmas([1])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: __import__("bssn_book.norms", fromlist=["x"]).SpectralNormW(torch.randn(5)), r"SpectralNormW: .*2 dimensions.*\(5,\)"),
+    (lambda: __import__("bssn_book.norms", fromlist=["x"]).SpectralNormW(torch.randn(3, 4), dim=2), r"dim must be 0 .* got 2"),
+    (lambda: __import__("bssn_book.norms", fromlist=["x"]).BidirectionalSpectralNorm(torch.tensor(1.0)), r"BidirectionalSpectralNorm: .*\(\)"),
+])
+def test_parametrization_classes_name_a_weight_they_cannot_normalize(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

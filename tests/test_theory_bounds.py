@@ -114,3 +114,11 @@ def test_raw_gradient_bound_holds_for_sn(depth, width, log_scale, seed):
     x = torch.randn(8, 3)
     for g, b in zip(measured_raw_gradients(model, x), raw_gradient_bound(model, x)):
         assert g["grad"] <= b["raw_bound"] * (1 + 1e-6)
+
+
+def test_measured_raw_gradients_checks_the_model_like_the_bounds():
+    from bssn_book.theory.bounds import measured_raw_gradients
+    with pytest.raises(TypeError, match="expected an nn.Sequential, got Linear"):
+        measured_raw_gradients(nn.Linear(2, 2), torch.randn(1, 2))
+    with pytest.raises(TypeError, match="layer 1: BatchNorm1d is not supported"):
+        measured_raw_gradients(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), torch.randn(3, 2))

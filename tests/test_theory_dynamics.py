@@ -85,3 +85,8 @@ def test_bad_input():
         def forward(self, w): return 2 * w
     parametrize.register_parametrization(p, "weight", Double())
     assert fan_in_variance(p)[""] == pytest.approx(2 * 4 * p.parametrizations.weight.original.detach().double().var(correction=0).item())
+
+
+def test_effective_weight_names_a_layer_without_weight():
+    with pytest.raises(TypeError, match="ReLU has no weight tensor"):
+        effective_weight(nn.ReLU())

@@ -108,6 +108,7 @@ def raw_gradient_bound(model, x, conv="exact"):
 
 def measured_raw_gradients(model, x):
     "||d mean_i D(x_i) / d W_l||_F for the raw weights (`parametrizations.weight.original` if parametrized)."
+    _check_sequential(model)
     layers = [(n, m) for n, m in model.named_children() if isinstance(m, (nn.Linear, nn.Conv2d))]
     raw = [getattr(getattr(m, "parametrizations", None), "weight", None) for _, m in layers]
     raw = [m.weight if p is None else p.original for (_, m), p in zip(layers, raw)]

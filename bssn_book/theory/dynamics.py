@@ -31,6 +31,8 @@ def fan_in(layer):
 def effective_weight(layer):
     "The weight the layer computes with (normalized and scaled if parametrized), without updating any state."
     plist = getattr(getattr(layer, "parametrizations", None), "weight", None)
+    if plist is None and not isinstance(getattr(layer, "weight", None), torch.Tensor):  # (no parametrization runs here)
+        raise TypeError(f"effective_weight: {type(layer).__name__} has no weight tensor (expected a Linear or Conv layer)")
     with torch.no_grad():
         if plist is None:
             return layer.weight.detach().clone()
