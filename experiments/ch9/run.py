@@ -1,62 +1,105 @@
-"""Chapter 9's first slice of experiments: regenerate every result file with one command.
+"""Chapter 9's experiments: regenerate every result file with one command.
 
-    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py            # train what is missing, then collect
+    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # train what is missing, then collect
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ from runs/
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --only sn-c1,bssn-c1.2   # train some configurations
 
-Training goes through `bssn-book sweep` (one sweep per normalization kind and scale, `--jobs 1`), so the
-script is resumable: a run whose `done.json` exists is skipped. Runs live in `experiments/ch9/runs/`
+Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
+configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. Runs live in `experiments/ch9/runs/`
 (not committed: checkpoints, logs); the collected result files in `experiments/ch9/results/` are committed.
 
-Measured duration (2026-11-25, shared 2-core CPU, one process, OMP_NUM_THREADS=1, other engineers' jobs running):
-19 runs of 500 iterations, 39-126 s each (mean 78 s, load-dependent), 1484 s = 24.7 min of training in all;
-the whole script about 26 min from scratch (training plus ~20 s of collection). `results/meta.json` records
-`per_run_wall_s` and `total_train_wall_s`; rerunning with every run done only re-collects (~20 s).
+Measured duration (2026-11-25, 2-core CPU, OMP_NUM_THREADS=1 per run): 110 runs (22 configurations x 5 seeds),
+34-161 s each, mean 78 s (n_dis = 5 runs 110-161 s, mean 120 s; ring runs 34-81 s), 2.38 h of one core in all. Wall clock:
+the first 19 runs one at a time (24.7 min), the other 91 with `--jobs 2` plus a second run.py (53 min). From
+scratch, `--jobs 2` should take about 1.2 h plus ~20 s of collection; `results/meta.json` records
+`per_run_wall_s` and `total_train_wall_s`. With every run done, the script only re-collects (~20 s).
 
 Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
 - collapsed: the final generator's samples have almost no diversity, i.e. the mean over pixels of the
   per-pixel standard deviation across 1000 samples is below COLLAPSE_DIVERSITY x that of the real images,
-  or D wins outright: the mean hinge D loss over the last LAST_STEPS iterations is below COLLAPSE_LOSS_D.
+  or D wins outright: the mean hinge D loss over the last LAST_STEPS iterations is below COLLAPSE_LOSS_D;
+  on the ring, fewer than RING_MIN_MODES of the 8 modes covered at the end.
 """
-import argparse, csv, json, math, os, shutil, subprocess, sys, time
+import argparse, csv, json, math, os, shutil, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RUNS, RESULTS, CONFIG = HERE / "runs", HERE / "results", HERE / "config.json"
-
-# Priority order: the claims 1 and 2 first (sn, strict, bssn), then the unnormalized run (claim 5), then the rest.
-# c = 1.2 for the scaled kinds: the smallest scale > 1 of the paper's CIFAR-10 sweep; chapter 7 predicts
-# a c* a little above 2 for the paper's CNN at init.
-# Last, BSSN at c = 2.2 (chapter 7's prediction) for a three-point look at claim 4 (BSN = BSSN at c = 1).
-GRID = [("sn", 1.0, (0, 1, 2)), ("strict", 1.0, (0, 1, 2)), ("bssn", 1.2, (0, 1, 2)), ("none", 1.0, (0,)),
-        ("ssn", 1.2, (0, 1, 2)), ("bsn", 1.0, (0, 1, 2)), ("bssn", 2.2, (0, 1, 2))]
-COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS = 0.25, 0.05, 50
+RUNS, RESULTS, CONFIG, CONFIG_RING = HERE / "runs", HERE / "results", HERE / "config.json", HERE / "config_ring.json"
+SEEDS = (0, 1, 2, 3, 4)
+# The paper's optimizer settings (claim 3): the base config is lr 1e-4, n_dis 1, betas (0.5, 0.999).
+SETTINGS = {"lr2e-4": {"lr_g": 2e-4, "lr_d": 2e-4},
+            "ndis5": {"n_dis": 5, "betas": [0.5, 0.9]},
+            "lr2e-4-ndis5": {"n_dis": 5, "betas": [0.5, 0.9], "lr_g": 2e-4, "lr_d": 2e-4}}
 
 
-def group_dir(kind, scale): return RUNS / f"{kind}-c{scale:g}"
-def run_name(kind, scale, seed): return f"{kind}-c{scale:g}-seed{seed}"
+def G(kind, scale=1.0, gamma=None, setting=None, data="mnist", claim=""):
+    "One configuration of the grid: a normalization on top of the base config (or the ring config), five seeds."
+    name = f"{kind}-c{scale:g}" + (f"-g{gamma}" if gamma else "") + (f"-{setting}" if setting else "") \
+        + ("-ring" if data == "ring" else "")
+    sets = dict(SETTINGS.get(setting, {}), **({"gamma": gamma} if gamma else {}))
+    return {"name": name, "kind": kind, "scale": scale, "gamma": gamma, "setting": setting or "base", "data": data,
+            "sets": sets, "seeds": SEEDS, "claim": claim}
 
 
-def train(grid):
-    RESULTS.mkdir(parents=True, exist_ok=True)
+# Priority order. c = 1.2 for the scaled kinds: the smallest scale > 1 of the paper's CIFAR-10 sweep, fixed before
+# any run. Chapter 9 computes chapter 7's c* (a per-block gain of 1 at init) for this discriminator: about 2.5.
+GRID = [G("sn", claim="1 2 5"), G("strict", claim="1 6"), G("bssn", 1.2, claim="2 4"), G("none", claim="5"),
+        G("ssn", 1.2, claim="compare"), G("bsn", claim="4 compare"), G("bssn", 2.2, claim="4"),
+        G("sn", gamma="shared", claim="compare"), G("sn", gamma="per_layer", claim="compare"),
+        G("bssn", 0.8, claim="4"), G("bssn", 1.5, claim="4"), G("bssn", 1.8, claim="4"), G("bssn", 2.5, claim="4"),
+        *[G(k, c, setting=s, claim="3") for s in SETTINGS for k, c in (("sn", 1.0), ("bssn", 1.2))],
+        *[G(k, c, data="ring", claim="dense") for k, c in (("sn", 1.0), ("bssn", 1.2), ("none", 1.0))]]
+# where the committed results/ were measured (per_run_wall_s is load-dependent)
+MACHINE = ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
+           "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
+           "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)")
+COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
+_lock = threading.Lock()
+
+
+def group_dir(g): return RUNS / g["name"]
+def run_dir(g, seed): return group_dir(g) / f"{g['kind']}-c{g['scale']:g}-seed{seed}"   # the name `bssn-book sweep` gives
+def run_name(g, seed): return f"{g['name']}-seed{seed}"
+
+
+def _record(g, timings, tpath):
+    summary = group_dir(g) / "summary.json"
+    if not summary.exists(): return
+    with _lock:
+        if tpath.exists():   # another run.py may have written meanwhile: merge, do not overwrite
+            timings.update({k: v for k, v in json.loads(tpath.read_text()).items() if k not in timings})
+        for r in json.loads(summary.read_text()):
+            if not str(r["status"]).startswith("skipped") and r.get("time_s"):
+                timings[f"{g['name']}-seed{r['seed']}"] = {
+                    "wall_s": r["time_s"], "status": r["status"],
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
+
+
+def train_group(g, timings, tpath, env):
+    out = group_dir(g)
+    cmd = [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())", "sweep",
+           "--config", str(CONFIG_RING if g["data"] == "ring" else CONFIG), "--kinds", g["kind"],
+           "--scales", f"{g['scale']:g}", "--seeds", ",".join(map(str, g["seeds"])), "--jobs", "1", "--out", str(out)]
+    if g["sets"]:
+        cmd += ["--set", *[f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in g["sets"].items()]]
+    with _lock: print(" ".join(cmd[3:]), flush=True)
+    with open(out.parent / f"{g['name']}.sweep.log", "a") as f:
+        rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    with _lock: print(f"sweep {g['name']}: exit {rc}", flush=True)
+    _record(g, timings, tpath)
+
+
+def train(grid, jobs=1):
+    RESULTS.mkdir(parents=True, exist_ok=True); RUNS.mkdir(parents=True, exist_ok=True)
     tpath = RESULTS / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
     env = dict(os.environ); env.setdefault("OMP_NUM_THREADS", "1")
-    for kind, scale, seeds in grid:
-        out = group_dir(kind, scale)
-        cmd = [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())", "sweep",
-               "--config", str(CONFIG), "--kinds", kind, "--scales", f"{scale:g}", "--seeds", ",".join(map(str, seeds)),
-               "--jobs", "1", "--out", str(out)]
-        print(" ".join(cmd[3:]), flush=True)
-        rc = subprocess.run(cmd, env=env).returncode
-        print(f"sweep {kind} c={scale:g}: exit {rc}", flush=True)
-        summary = out / "summary.json"
-        if summary.exists():
-            for r in json.loads(summary.read_text()):
-                if not str(r["status"]).startswith("skipped") and r.get("time_s"):
-                    timings[r["run"]] = {"wall_s": r["time_s"], "status": r["status"],
-                                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
+    todo = [g for g in grid if not all((run_dir(g, s) / "done.json").exists() for s in g["seeds"])]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(lambda g: train_group(g, timings, tpath, env), todo))
 
 
 def _rows(path):
@@ -92,14 +135,23 @@ def layer_order(keys):
     return names
 
 
-def read_timings():
-    "Wall time of every run that actually trained (sweep summaries; skipped runs keep their first measurement)."
+def read_timings(grid):
+    """Wall time of every run that trained: `timings.json`, then the sweeps' own logs (`<configuration>.sweep.log`,
+    appended by every sweep: "<run>: done in <s> s"), then the sweep summaries. A run keeps its first measurement."""
+    import re
     tpath = RESULTS / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
-    for summary in sorted(RUNS.glob("*/summary.json")):
-        for r in json.loads(summary.read_text()):
-            if not str(r["status"]).startswith("skipped") and r.get("time_s") and r["run"] not in timings:
-                timings[r["run"]] = {"wall_s": r["time_s"], "status": r["status"]}
+    for g in grid:
+        log = RUNS / f"{g['name']}.sweep.log"
+        for line in (log.read_text().splitlines() if log.exists() else []):
+            m = re.match(r"^\S+-seed(\d+): done in ([0-9.]+) s$", line.strip())
+            if m and f"{g['name']}-seed{m[1]}" not in timings:
+                timings[f"{g['name']}-seed{m[1]}"] = {"wall_s": float(m[2]), "status": "done"}
+        summary = group_dir(g) / "summary.json"
+        for r in (json.loads(summary.read_text()) if summary.exists() else []):
+            name = f"{g['name']}-seed{r['seed']}"
+            if not str(r["status"]).startswith("skipped") and r.get("time_s") and name not in timings:
+                timings[name] = {"wall_s": r["time_s"], "status": r["status"]}
     tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
     return timings
 
@@ -107,20 +159,23 @@ def read_timings():
 def collect(grid):
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = json.loads(CONFIG.read_text())
-    timings = read_timings()
-    runs, monitors, losses = [], [], []
-    (RESULTS / "samples").mkdir(exist_ok=True)
-    for kind, scale, seeds in grid:
-        for seed in seeds:
-            name = run_name(kind, scale, seed)
-            d = group_dir(kind, scale) / name
-            row = {"run": name, "kind": kind, "scale": scale, "seed": seed}
+    timings = read_timings(grid)
+    runs, monitors, losses, mixture = [], [], [], []
+    shutil.rmtree(RESULTS / "samples", ignore_errors=True)
+    (RESULTS / "samples").mkdir()
+    for g in grid:
+        kind, scale, ring = g["kind"], g["scale"], g["data"] == "ring"
+        for seed in g["seeds"]:
+            name, d = run_name(g, seed), run_dir(g, seed)
+            row = {"run": name, "config": g["name"], "kind": kind, "scale": scale, "gamma": g["gamma"] or "",
+                   "setting": g["setting"], "data": g["data"], "seed": seed}
             done = d / "done.json"
             log = _rows(d / "log.jsonl")
             if done.exists():
                 s = json.loads(done.read_text())
                 m = s.get("metrics") or {}
                 row.update(status="done", step=s["step"], fid=m.get("fid"), kid=m.get("kid"), inception_score=m.get("is"),
+                           modes_covered=m.get("modes_covered"), high_quality=m.get("high_quality"),
                            steps_per_s=s.get("steps_per_s"))
             elif (d / "train.log").exists():
                 text = (d / "train.log").read_text()
@@ -134,7 +189,10 @@ def collect(grid):
             row["loss_d_tail"] = sum(r["loss_d"] for r in tail) / len(tail) if tail else None
             row["loss_g_tail"] = sum(r["loss_g"] for r in tail) / len(tail) if tail else None
             row["d_gap_tail"] = sum(r["d_real"] - r["d_fake"] for r in tail) / len(tail) if tail else None
-            if row["status"] == "done":
+            if row["status"] == "done" and ring:
+                row["diverged"] = not all(math.isfinite(row[k]) for k in ("loss_d_tail", "loss_g_tail"))
+                row["collapsed"] = bool(row["modes_covered"] < RING_MIN_MODES)
+            elif row["status"] == "done":
                 cfg = json.loads((d / "config.json").read_text())
                 div_g, div_r = sample_diversity(d, cfg)
                 row.update(diversity_fake=div_g, diversity_real=div_r, diversity_ratio=div_g / div_r)
@@ -143,25 +201,32 @@ def collect(grid):
                 row["collapsed"] = bool(row["diversity_ratio"] < COLLAPSE_DIVERSITY or
                                         (row["loss_d_tail"] is not None and row["loss_d_tail"] < COLLAPSE_LOSS_D))
                 png = sorted((d / "samples").glob("step-*.png"))
-                if png: shutil.copy(png[-1], RESULTS / "samples" / f"{name}.png")
+                if png and seed == 0:   # the chapter shows seed 0 of each configuration
+                    shutil.copy(png[-1], RESULTS / "samples" / f"{name}.png")
             else:
                 row["diverged"] = row["status"] == "diverged"
                 row["collapsed"] = None
             row["wall_s"] = timings.get(name, {}).get("wall_s")
             runs.append(row)
+            if ring:
+                for r in _rows(d / "metrics.jsonl"):
+                    mixture.append({"run": name, "config": g["name"], "seed": seed, **r})
+                continue
             layers = layer_order(log[0].keys()) if log else []
             for r in log:
-                losses.append({"run": name, "kind": kind, "scale": scale, "seed": seed, "step": r["step"],
+                losses.append({"run": name, "config": g["name"], "seed": seed, "step": r["step"],
                                **{k: r.get(k) for k in ("loss_d", "loss_g", "d_real", "d_fake")}})
                 for i, layer in enumerate(layers):
-                    g = r.get(f"grad/D/{layer}")
-                    if g is None: continue
+                    gr = r.get(f"grad/D/{layer}")
+                    if gr is None: continue
                     sig = r.get(f"sigma/D/{layer}/sigma")
+                    mult = r.get(f"sigma/D/{layer}/gamma", scale)   # the learnable gamma where there is one, else c
                     # gradient w.r.t. the normalized weight c W / sigma, projected: ||dL/dW_raw|| * sigma / c
-                    gbar = g if kind == "none" else (g * sig / scale if sig is not None else None)
-                    monitors.append({"run": name, "kind": kind, "scale": scale, "seed": seed, "step": r["step"],
-                                     "layer": layer, "layer_index": i, "grad_raw": g, "grad_normalized": gbar,
-                                     "sigma": sig, "fan_in_var": r.get(f"fan_in_var/D/{layer}")})
+                    gbar = gr if kind == "none" else (gr * sig / abs(mult) if sig is not None else None)
+                    monitors.append({"run": name, "config": g["name"], "kind": kind, "seed": seed, "step": r["step"],
+                                     "layer": layer, "layer_index": i, "grad_raw": gr, "grad_normalized": gbar,
+                                     "sigma": sig, "multiplier": mult if kind != "none" else None,
+                                     "fan_in_var": r.get(f"fan_in_var/D/{layer}")})
 
     def write(name, rows):
         keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -169,20 +234,24 @@ def collect(grid):
             w = csv.DictWriter(f, keys); w.writeheader()
             w.writerows({k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     write("runs.csv", runs); write("monitors.csv", monitors); write("losses.csv", losses)
+    write("mixture.csv", mixture)
     walls = [r["wall_s"] for r in runs if r.get("wall_s")]
-    meta = {"config": base, "grid": [{"kind": k, "scale": c, "seeds": list(s)} for k, c, s in grid],
+    meta = {"config": base, "config_ring": json.loads(CONFIG_RING.read_text()), "settings": SETTINGS,
+            "grid": [{k: (list(v) if k == "seeds" else v) for k, v in g.items()} for g in grid],
             "definitions": {"diverged": "stopped on a non-finite loss, or FID not finite",
                             "collapsed": f"diversity_ratio < {COLLAPSE_DIVERSITY} (per-pixel std across 1000 samples, "
                                          f"averaged over pixels, relative to real images) or mean hinge D loss over the "
-                                         f"last {LAST_STEPS} iterations < {COLLAPSE_LOSS_D}",
-                            "grad_normalized": "||dL/dW_raw|| * sigma / c: the norm of the gradient w.r.t. the "
-                                               "normalized weight c W/sigma, projected orthogonally to W"},
+                                         f"last {LAST_STEPS} iterations < {COLLAPSE_LOSS_D}; ring runs: fewer than "
+                                         f"{RING_MIN_MODES} of the 8 modes covered",
+                            "grad_normalized": "||dL/dW_raw|| * sigma / |c|: the norm of the gradient w.r.t. the "
+                                               "normalized weight c W/sigma, projected orthogonally to W (c: the "
+                                               "constant scale, or the learnable gamma logged at that step)"},
             "metrics": f"FID/KID/IS with bssn_book.metrics' offline MNIST extractor, {base['metrics_samples']} generated "
                        f"vs {base['metrics_samples']} real images, at the last iteration",
             "per_run_wall_s": {"mean": sum(walls) / len(walls) if walls else None,
                                "min": min(walls, default=None), "max": max(walls, default=None), "n": len(walls)},
             "total_train_wall_s": sum(walls),
-            "machine": "shared 2-core CPU, one training process, OMP_NUM_THREADS=1, other engineers' jobs running",
+            "machine": MACHINE,
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"collected {len(runs)} runs ({sum(r['status'] == 'done' for r in runs)} done) into {RESULTS}")
@@ -191,11 +260,16 @@ def collect(grid):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--collect-only", action="store_true", help="only rebuild results/ from runs/")
-    p.add_argument("--kinds", help="comma list: train only these kinds of the grid (default: all, in priority order)")
+    p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
+    p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
     a = p.parse_args()
-    grid = [g for g in GRID if not a.kinds or g[0] in a.kinds.split(",")]
+    names = [g["name"] for g in GRID]
+    only = a.only.split(",") if a.only else names
+    unknown = sorted(set(only) - set(names))
+    if unknown: p.error(f"--only: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    if a.jobs < 1: p.error(f"--jobs must be >= 1, got {a.jobs}")
     t0 = time.perf_counter()
     if not a.collect_only:
-        train(grid)
+        train([g for g in GRID if g["name"] in only], a.jobs)
     collect(GRID)
     print(f"run.py: {time.perf_counter() - t0:.0f} s")
