@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -67,21 +68,48 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_all(width, device, repeats, steps):
+def time_all(width, device, repeats, steps, fn=None, seed=0):
+    """Median seconds per call of `fn(*setup)` (default: one D training step) for every variant. The variants run
+    round-robin in a fresh random order each repeat (so drift and ordering effects hit all alike). Returns the medians,
+    the raw times, and per variant the repeat-by-repeat ratios to torch's SN timed in the same repeat."""
+    fn = fn or step
     setups = {v: build(v, width, device) for v in VARIANTS}
     for v in VARIANTS:  # warm-up: allocator, kernels, first power iterations
         for _ in range(2):
-            step(*setups[v])
+            fn(*setups[v])
     times = {v: [] for v in VARIANTS}
+    rng = random.Random(seed)
     for _ in range(repeats):
-        for v in VARIANTS:
+        for v in rng.sample(VARIANTS, len(VARIANTS)):
             sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                step(*setups[v])
+                fn(*setups[v])
             sync(device)
             times[v].append((time.perf_counter() - t0) / steps)
-    return {v: statistics.median(t) for v, t in times.items()}, times
+    ratios = {v: [a / b for a, b in zip(times[v], times[BASELINE])] for v in VARIANTS}
+    return {v: statistics.median(t) for v, t in times.items()}, times, ratios
+
+
+def weights_step(D, opt, real, fake):
+    """The normalization alone: every layer's (normalized) weight computed, as in a training forward (power iteration
+    included), then the backward of <weight, G> for fixed random G. The same for every variant except the
+    parametrization, so differences are the cost of the normalization (forward and backward)."""
+    layers = [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    if not hasattr(D, "_bench_g"):
+        g = torch.Generator().manual_seed(2)
+        D._bench_g = [torch.randn(m.weight.shape, generator=g).to(real.device) for m in layers]
+    loss = sum((m.weight * gm).sum() for m, gm in zip(layers, D._bench_g))
+    loss.backward()
+    for m in layers:
+        for prm in m.parameters():
+            prm.grad = None
+    return loss
+
+
+def iqr(x):
+    q = statistics.quantiles(x, n=4)
+    return q[2] - q[0]
 
 
 _PEAK_CODE = """
@@ -122,6 +150,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+    ap.add_argument("--norm-repeats", type=int, default=30, help="repeats of the normalization-only timing")
+    ap.add_argument("--norm-steps", type=int, default=10, help="calls per normalization-only repeat")
     ap.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -129,22 +159,38 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = []
+    rows, norm_rows = [], []
     for width in args.widths:
-        med, raw = time_all(width, device, args.repeats, args.steps)
+        med, raw, ratios = time_all(width, device, args.repeats, args.steps)
         for v in VARIANTS:
             mem = peak_memory(v, width, device, steps=3)
-            rows.append(dict(width=width, variant=v, median_s=med[v],
+            rows.append(dict(width=width, variant=v, median_s=med[v], iqr_s=iqr(raw[v]),
                              ratio_vs_torch_sn=med[v] / med[BASELINE],
+                             paired_ratio_median=statistics.median(ratios[v]), paired_ratio_iqr=iqr(ratios[v]),
                              peak_mem_mb=mem / 2**20, times_s=raw[v]))
             print(f"width {width:4}  {v:9}  median {1e3 * med[v]:8.1f} ms  "
-                  f"x{med[v] / med[BASELINE]:.3f} vs torch SN  peak +{mem / 2**20:7.1f} MB", flush=True)
+                  f"x{med[v] / med[BASELINE]:.3f} vs torch SN (paired {statistics.median(ratios[v]):.3f}, "
+                  f"IQR {iqr(ratios[v]):.3f})  peak +{mem / 2**20:7.1f} MB", flush=True)
+        nmed, nraw, _ = time_all(width, device, args.norm_repeats, args.norm_steps, fn=weights_step)
+        base = nmed["none"]
+        for v in VARIANTS:
+            over = nmed[v] - base
+            norm_rows.append(dict(width=width, variant=v, median_s=nmed[v], overhead_s=over,
+                                  overhead_ratio_vs_torch_sn=over / (nmed[BASELINE] - base) if v != "none" else None,
+                                  times_s=nraw[v]))
+            print(f"width {width:4}  {v:9}  weights fwd+bwd {1e3 * nmed[v]:7.2f} ms  normalization "
+                  f"{1e3 * over:6.2f} ms" + (f"  x{over / (nmed[BASELINE] - base):.3f} vs torch SN" if v != "none" else ""),
+                  flush=True)
     result = dict(
         what="paper CNN discriminator training step, batch 64, 32x32x3, hinge loss, Adam",
         command="make bench  (python benchmarks/run.py " + " ".join(argv or sys.argv[1:]) + ")",
         device=str(device), threads=args.threads, torch=torch.__version__,
         machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats=args.repeats,
-        steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows)
+        steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows,
+        normalization_only=dict(what="all layers' weights computed (power iteration included) and the backward of "
+                                     "<weight, G>: the normalization's own cost; overhead = time - the unnormalized "
+                                     "variant's", repeats=args.norm_repeats, steps_per_repeat=args.norm_steps,
+                                rows=norm_rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print("wrote", args.out)

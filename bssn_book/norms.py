@@ -44,13 +44,13 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
             for _ in range(n - 1):
                 v = _unit(torch.mv(w.t(), _unit(torch.mv(w, v), eps)), eps)
             u = _unit(torch.mv(w, v), eps)
-        t = torch.mv(w.t(), u)
-        with torch.no_grad():
+        t = torch.matmul(u, w)  # = w^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
+        with torch.no_grad():   # transposed one, and adding that to the other term of w's gradient is slow)
             v = _unit(t, eps)
             u_buf.copy_(u)
             v_buf.copy_(v)
         return torch.vdot(t, v)
-    t = torch.mv(w.t(), u_buf.clone())
+    t = torch.matmul(u_buf.clone(), w)
     return torch.vdot(t, _unit(t.detach(), eps))
 
 
