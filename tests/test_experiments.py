@@ -1,0 +1,53 @@
+"experiments/ch9/run.py: its grid expands into the runs `bssn-book sweep` makes, and its timing bookkeeping."
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def run_py():
+    spec = importlib.util.spec_from_file_location("ch9_run", ROOT / "experiments/ch9/run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grid_names_are_unique_and_match_the_sweep_run_folders(run_py):
+    from bssn_book.cli import make_config, sweep_runs
+    names = [g["name"] for g in run_py.GRID]
+    assert len(names) == len(set(names))
+    for g in run_py.GRID:
+        cfg_file = run_py.CONFIG_RING if g["data"] == "ring" else run_py.CONFIG
+        base = make_config(None, str(cfg_file), g["sets"]).to_dict()
+        runs = sweep_runs(base, [g["kind"]], [g["scale"]], g["seeds"], None, run_py.group_dir(g))
+        # resuming relies on this: run.py looks for done.json exactly where the sweep writes it
+        assert [c.out_dir for _, c in runs] == [str(run_py.run_dir(g, s)) for s in g["seeds"]]
+        assert all((c.gamma, c.n_dis, c.lr_d) == (g["gamma"], g["sets"].get("n_dis", c.n_dis),
+                                                  g["sets"].get("lr_d", c.lr_d)) for _, c in runs)
+
+
+def test_read_timings_takes_the_sweep_logs_and_keeps_the_first_measurement(run_py, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
+    (tmp_path / "runs").mkdir(); (tmp_path / "results").mkdir()
+    g = next(g for g in run_py.GRID if g["name"] == "sn-c1-ndis5")
+    (tmp_path / "runs" / "sn-c1-ndis5.sweep.log").write_text(
+        "sweep: 5 runs, 1 at a time\nsn-c1-seed0: done in 115.2 s\nsn-c1-seed1: failed (exit 1) in 3.0 s\n"
+        "sn-c1-seed0: skipped (done)\nsn-c1-seed1: done in 120.5 s\n")
+    (tmp_path / "results" / "timings.json").write_text(json.dumps({"sn-c1-ndis5-seed0": {"wall_s": 99.0}}))
+    t = run_py.read_timings([g])
+    assert t["sn-c1-ndis5-seed0"]["wall_s"] == 99.0          # the first measurement stays
+    assert t["sn-c1-ndis5-seed1"]["wall_s"] == 120.5         # a failed attempt is no timing
+    assert json.loads((tmp_path / "results" / "timings.json").read_text()) == t
+
+
+def test_unknown_configuration_is_named(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "experiments/ch9/run.py"), "--only", "sn-c1,nope", "--collect-only"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown configuration(s) nope" in p.stderr
