@@ -51,3 +51,20 @@ def test_unknown_configuration_is_named(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "experiments/ch9/run.py"), "--only", "sn-c1,nope", "--collect-only"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "unknown configuration(s) nope" in p.stderr
+
+
+def test_another_resolution_gets_its_own_folders_and_configs(run_py):
+    from bssn_book.cli import make_config, sweep_runs
+    grid = run_py.at_resolution(32)
+    assert run_py.RUNS.name == "runs-r32" and run_py.RESULTS.name == "results-r32"
+    for g in grid:
+        base = make_config(None, str(run_py.CONFIG_RING if g["data"] == "ring" else run_py.CONFIG), g["sets"]).to_dict()
+        (_, c), *_ = sweep_runs(base, [g["kind"]], [g["scale"]], g["seeds"], None, run_py.group_dir(g))
+        assert c.resolution == (32 if g["data"] == "mnist" else 2)
+        assert "runs-r32" in c.out_dir
+
+
+def test_resolution_must_suit_the_cnn():
+    p = subprocess.run([sys.executable, str(ROOT / "experiments/ch9/run.py"), "--resolution", "20", "--collect-only"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "multiple of 8" in p.stderr

@@ -3,6 +3,8 @@
     cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # train what is missing, then collect
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ from runs/
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --only sn-c1,bssn-c1.2   # train some configurations
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2 --resolution 32 # the grid on 32x32 digits,
+                                                                       # in runs-r32/ and results-r32/ (~4x the cost)
 
 Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
 configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. Runs live in `experiments/ch9/runs/`
@@ -57,6 +59,19 @@ MACHINE = ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (s
            "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)")
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
 _lock = threading.Lock()
+
+
+RESOLUTION = None   # None: config.json's (16); set by --resolution, with its own runs-r<N>/ and results-r<N>/
+
+
+def at_resolution(res):
+    """Point the script at a grid of `res` x `res` MNIST (the ring runs are unchanged): separate folders
+    runs-r<res>/ and results-r<res>/ so that grids of two resolutions never mix. Returns that grid."""
+    global RUNS, RESULTS, RESOLUTION
+    if res == json.loads(CONFIG.read_text())["resolution"]:
+        return GRID
+    RUNS, RESULTS, RESOLUTION = HERE / f"runs-r{res}", HERE / f"results-r{res}", res
+    return [dict(g, sets=dict(g["sets"], resolution=res)) if g["data"] == "mnist" else g for g in GRID]
 
 
 def group_dir(g): return RUNS / g["name"]
@@ -158,7 +173,7 @@ def read_timings(grid):
 
 def collect(grid):
     RESULTS.mkdir(parents=True, exist_ok=True)
-    base = json.loads(CONFIG.read_text())
+    base = dict(json.loads(CONFIG.read_text()), **({"resolution": RESOLUTION} if RESOLUTION else {}))
     timings = read_timings(grid)
     runs, monitors, losses, mixture = [], [], [], []
     shutil.rmtree(RESULTS / "samples", ignore_errors=True)
@@ -262,14 +277,19 @@ if __name__ == "__main__":
     p.add_argument("--collect-only", action="store_true", help="only rebuild results/ from runs/")
     p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
     p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
+    p.add_argument("--resolution", type=int, help="MNIST size of every image run (default: config.json's, 16); "
+                   "another size trains and collects in runs-r<N>/ and results-r<N>/")
     a = p.parse_args()
-    names = [g["name"] for g in GRID]
+    if a.resolution is not None and (a.resolution < 8 or a.resolution % 8):
+        p.error(f"--resolution must be a multiple of 8 (the CNN halves the size three times), got {a.resolution}")
+    grid = at_resolution(a.resolution) if a.resolution is not None else GRID
+    names = [g["name"] for g in grid]
     only = a.only.split(",") if a.only else names
     unknown = sorted(set(only) - set(names))
     if unknown: p.error(f"--only: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(names)})")
     if a.jobs < 1: p.error(f"--jobs must be >= 1, got {a.jobs}")
     t0 = time.perf_counter()
     if not a.collect_only:
-        train([g for g in GRID if g["name"] in only], a.jobs)
-    collect(GRID)
+        train([g for g in grid if g["name"] in only], a.jobs)
+    collect(grid)
     print(f"run.py: {time.perf_counter() - t0:.0f} s")
