@@ -47,9 +47,15 @@ def test_read_timings_takes_the_sweep_logs_and_keeps_the_first_measurement(run_p
     assert json.loads((tmp_path / "results" / "timings.json").read_text()) == t
 
 
+def _run_copy(tmp_path, *args):
+    "run.py copied with its configs into tmp_path (its folders are its own directory's): the real results stay untouched."
+    for f in ("run.py", "config.json", "config_ring.json"):
+        (tmp_path / f).write_text((ROOT / "experiments/ch9" / f).read_text())
+    return subprocess.run([sys.executable, str(tmp_path / "run.py"), *args], capture_output=True, text=True)
+
+
 def test_unknown_configuration_is_named(tmp_path):
-    p = subprocess.run([sys.executable, str(ROOT / "experiments/ch9/run.py"), "--only", "sn-c1,nope", "--collect-only"],
-                       capture_output=True, text=True)
+    p = _run_copy(tmp_path, "--only", "sn-c1,nope", "--collect-only")
     assert p.returncode == 2 and "unknown configuration(s) nope" in p.stderr
 
 
@@ -61,10 +67,11 @@ def test_another_resolution_gets_its_own_folders_and_configs(run_py):
         base = make_config(None, str(run_py.CONFIG_RING if g["data"] == "ring" else run_py.CONFIG), g["sets"]).to_dict()
         (_, c), *_ = sweep_runs(base, [g["kind"]], [g["scale"]], g["seeds"], None, run_py.group_dir(g))
         assert c.resolution == (32 if g["data"] == "mnist" else 2)
-        assert "runs-r32" in c.out_dir
+        # image runs in their own folder; the ring runs (no resolution) are shared with the base grid
+        assert Path(c.out_dir).parts[-3] == ("runs-r32" if g["data"] == "mnist" else "runs")
 
 
-def test_resolution_must_suit_the_cnn():
-    p = subprocess.run([sys.executable, str(ROOT / "experiments/ch9/run.py"), "--resolution", "20", "--collect-only"],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and "multiple of 8" in p.stderr
+def test_resolution_must_suit_the_cnn(tmp_path):
+    p = _run_copy(tmp_path, "--resolution", "20", "--collect-only")
+    assert p.returncode == 2 and "--resolution 20" in p.stderr and "multiple of 8" in p.stderr
+    assert not (tmp_path / "results-r20").exists()

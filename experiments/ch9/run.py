@@ -23,17 +23,18 @@ Definitions (used by `collect`, stated again in the chapter):
   or D wins outright: the mean hinge D loss over the last LAST_STEPS iterations is below COLLAPSE_LOSS_D;
   on the ring, fewer than RING_MIN_MODES of the 8 modes covered at the end.
 """
-import argparse, csv, json, math, os, shutil, subprocess, sys, threading, time
+import argparse, csv, json, math, os, re, shutil, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RUNS, RESULTS, CONFIG, CONFIG_RING = HERE / "runs", HERE / "results", HERE / "config.json", HERE / "config_ring.json"
 SEEDS = (0, 1, 2, 3, 4)
-# The paper's optimizer settings (claim 3): the base config is lr 1e-4, n_dis 1, betas (0.5, 0.999).
-SETTINGS = {"lr2e-4": {"lr_g": 2e-4, "lr_d": 2e-4},
-            "ndis5": {"n_dis": 5, "betas": [0.5, 0.9]},
-            "lr2e-4-ndis5": {"n_dis": 5, "betas": [0.5, 0.9], "lr_g": 2e-4, "lr_d": 2e-4}}
+# Claim 3: the paper's two optimizer settings (bssn_book.train.SETTINGS; config.json is "ndis1"), each also at lr 2e-4.
+from bssn_book.train import SETTINGS as PAPER_SETTINGS, _read_rows
+_LR2 = {"lr_g": 2e-4, "lr_d": 2e-4}
+SETTINGS = {"lr2e-4": dict(PAPER_SETTINGS["ndis1"], **_LR2), "ndis5": dict(PAPER_SETTINGS["ndis5"]),
+            "lr2e-4-ndis5": dict(PAPER_SETTINGS["ndis5"], **_LR2)}
 
 
 def G(kind, scale=1.0, gamma=None, setting=None, data="mnist", claim=""):
@@ -65,60 +66,47 @@ RESOLUTION = None   # None: config.json's (16); set by --resolution, with its ow
 
 
 def at_resolution(res):
-    """Point the script at a grid of `res` x `res` MNIST (the ring runs are unchanged): separate folders
-    runs-r<res>/ and results-r<res>/ so that grids of two resolutions never mix. Returns that grid."""
+    """Point the script at a grid of `res` x `res` MNIST: its image runs in runs-r<res>/ and its results in
+    results-r<res>/, so that grids of two resolutions never mix; the ring runs (no resolution) stay in runs/ and are
+    shared. A size the CNN cannot take is a ValueError naming it. Returns that grid."""
     global RUNS, RESULTS, RESOLUTION
+    from bssn_book.cli import UsageError, make_config
+    from bssn_book.train import ConfigError
+    try:
+        make_config(None, str(CONFIG), {"resolution": res})   # the trainer's own checks of a resolution
+    except (ConfigError, UsageError) as e:
+        raise ValueError(f"--resolution {res}: {e}") from None
     if res == json.loads(CONFIG.read_text())["resolution"]:
         return GRID
     RUNS, RESULTS, RESOLUTION = HERE / f"runs-r{res}", HERE / f"results-r{res}", res
     return [dict(g, sets=dict(g["sets"], resolution=res)) if g["data"] == "mnist" else g for g in GRID]
 
 
-def group_dir(g): return RUNS / g["name"]
+def group_dir(g): return (HERE / "runs" if g["data"] == "ring" else RUNS) / g["name"]
 def run_dir(g, seed): return group_dir(g) / f"{g['kind']}-c{g['scale']:g}-seed{seed}"   # the name `bssn-book sweep` gives
 def run_name(g, seed): return f"{g['name']}-seed{seed}"
 
 
-def _record(g, timings, tpath):
-    summary = group_dir(g) / "summary.json"
-    if not summary.exists(): return
-    with _lock:
-        if tpath.exists():   # another run.py may have written meanwhile: merge, do not overwrite
-            timings.update({k: v for k, v in json.loads(tpath.read_text()).items() if k not in timings})
-        for r in json.loads(summary.read_text()):
-            if not str(r["status"]).startswith("skipped") and r.get("time_s"):
-                timings[f"{g['name']}-seed{r['seed']}"] = {
-                    "wall_s": r["time_s"], "status": r["status"],
-                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
-
-
-def train_group(g, timings, tpath, env):
+def train_group(g, env):
+    "One `bssn-book sweep` over the configuration's seeds; its output is appended to <name>.sweep.log (timings)."
     out = group_dir(g)
     cmd = [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())", "sweep",
            "--config", str(CONFIG_RING if g["data"] == "ring" else CONFIG), "--kinds", g["kind"],
            "--scales", f"{g['scale']:g}", "--seeds", ",".join(map(str, g["seeds"])), "--jobs", "1", "--out", str(out)]
     if g["sets"]:
-        cmd += ["--set", *[f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in g["sets"].items()]]
+        cmd += ["--set", *[f"{k}={json.dumps(list(v)) if isinstance(v, (list, tuple)) else v}" for k, v in g["sets"].items()]]
     with _lock: print(" ".join(cmd[3:]), flush=True)
     with open(out.parent / f"{g['name']}.sweep.log", "a") as f:
         rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     with _lock: print(f"sweep {g['name']}: exit {rc}", flush=True)
-    _record(g, timings, tpath)
 
 
 def train(grid, jobs=1):
-    RESULTS.mkdir(parents=True, exist_ok=True); RUNS.mkdir(parents=True, exist_ok=True)
-    tpath = RESULTS / "timings.json"
-    timings = json.loads(tpath.read_text()) if tpath.exists() else {}
+    RUNS.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ); env.setdefault("OMP_NUM_THREADS", "1")
     todo = [g for g in grid if not all((run_dir(g, s) / "done.json").exists() for s in g["seeds"])]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda g: train_group(g, timings, tpath, env), todo))
-
-
-def _rows(path):
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+        list(pool.map(lambda g: train_group(g, env), todo))
 
 
 def _diversity(x):
@@ -153,20 +141,17 @@ def layer_order(keys):
 def read_timings(grid):
     """Wall time of every run that trained: `timings.json`, then the sweeps' own logs (`<configuration>.sweep.log`,
     appended by every sweep: "<run>: done in <s> s"), then the sweep summaries. A run keeps its first measurement."""
-    import re
     tpath = RESULTS / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
     for g in grid:
-        log = RUNS / f"{g['name']}.sweep.log"
+        log = group_dir(g).parent / f"{g['name']}.sweep.log"
         for line in (log.read_text().splitlines() if log.exists() else []):
             m = re.match(r"^\S+-seed(\d+): done in ([0-9.]+) s$", line.strip())
-            if m and f"{g['name']}-seed{m[1]}" not in timings:
-                timings[f"{g['name']}-seed{m[1]}"] = {"wall_s": float(m[2]), "status": "done"}
+            if m: timings.setdefault(run_name(g, int(m[1])), {"wall_s": float(m[2]), "status": "done"})
         summary = group_dir(g) / "summary.json"
         for r in (json.loads(summary.read_text()) if summary.exists() else []):
-            name = f"{g['name']}-seed{r['seed']}"
-            if not str(r["status"]).startswith("skipped") and r.get("time_s") and name not in timings:
-                timings[name] = {"wall_s": r["time_s"], "status": r["status"]}
+            if r["status"] == "done" and r.get("time_s"):   # failed attempts and skipped runs are no timing
+                timings.setdefault(run_name(g, r["seed"]), {"wall_s": r["time_s"], "status": "done"})
     tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
     return timings
 
@@ -185,7 +170,7 @@ def collect(grid):
             row = {"run": name, "config": g["name"], "kind": kind, "scale": scale, "gamma": g["gamma"] or "",
                    "setting": g["setting"], "data": g["data"], "seed": seed}
             done = d / "done.json"
-            log = _rows(d / "log.jsonl")
+            log = _read_rows(d / "log.jsonl")
             if done.exists():
                 s = json.loads(done.read_text())
                 m = s.get("metrics") or {}
@@ -205,8 +190,9 @@ def collect(grid):
             row["loss_g_tail"] = sum(r["loss_g"] for r in tail) / len(tail) if tail else None
             row["d_gap_tail"] = sum(r["d_real"] - r["d_fake"] for r in tail) / len(tail) if tail else None
             if row["status"] == "done" and ring:
-                row["diverged"] = not all(math.isfinite(row[k]) for k in ("loss_d_tail", "loss_g_tail"))
-                row["collapsed"] = bool(row["modes_covered"] < RING_MIN_MODES)
+                tails = [row[k] for k in ("loss_d_tail", "loss_g_tail")]
+                row["diverged"] = None if None in tails else not all(map(math.isfinite, tails))
+                row["collapsed"] = None if row["modes_covered"] is None else bool(row["modes_covered"] < RING_MIN_MODES)
             elif row["status"] == "done":
                 cfg = json.loads((d / "config.json").read_text())
                 div_g, div_r = sample_diversity(d, cfg)
@@ -224,7 +210,7 @@ def collect(grid):
             row["wall_s"] = timings.get(name, {}).get("wall_s")
             runs.append(row)
             if ring:
-                for r in _rows(d / "metrics.jsonl"):
+                for r in _read_rows(d / "metrics.jsonl"):
                     mixture.append({"run": name, "config": g["name"], "seed": seed, **r})
                 continue
             layers = layer_order(log[0].keys()) if log else []
@@ -280,9 +266,10 @@ if __name__ == "__main__":
     p.add_argument("--resolution", type=int, help="MNIST size of every image run (default: config.json's, 16); "
                    "another size trains and collects in runs-r<N>/ and results-r<N>/")
     a = p.parse_args()
-    if a.resolution is not None and (a.resolution < 8 or a.resolution % 8):
-        p.error(f"--resolution must be a multiple of 8 (the CNN halves the size three times), got {a.resolution}")
-    grid = at_resolution(a.resolution) if a.resolution is not None else GRID
+    try:
+        grid = at_resolution(a.resolution) if a.resolution is not None else GRID
+    except ValueError as e:
+        p.error(str(e))
     names = [g["name"] for g in grid]
     only = a.only.split(",") if a.only else names
     unknown = sorted(set(only) - set(names))
