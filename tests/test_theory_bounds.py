@@ -122,3 +122,10 @@ def test_measured_raw_gradients_checks_the_model_like_the_bounds():
         measured_raw_gradients(nn.Linear(2, 2), torch.randn(1, 2))
     with pytest.raises(TypeError, match="layer 1: BatchNorm1d is not supported"):
         measured_raw_gradients(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), torch.randn(3, 2))
+
+
+def test_bounds_refuse_a_padding_mode_the_patch_count_does_not_cover():
+    from bssn_book.theory.bounds import gradient_bound
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), nn.ReLU())
+    with pytest.raises(ValueError, match="layer 0: padding_mode='reflect'"):
+        gradient_bound(model, torch.randn(1, 2, 6, 6))

@@ -9,7 +9,6 @@ __all__ = ['LIPSCHITZ_ACTIVATIONS', 'conv_patch_count', 'layer_operator_norm', '
 # %% ../../nbs/04_exploding.ipynb #5e3fa41d
 import math
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..spectral import conv_kwargs, conv_operator_matrix, max_patch_overlap, spectral_norm_exact
@@ -23,6 +22,9 @@ def _check_sequential(model):
     for name, m in model.named_children():
         if isinstance(m, nn.LeakyReLU) and abs(m.negative_slope) > 1:
             raise ValueError(f"layer {name}: leaky ReLU slope {m.negative_slope} is not 1-Lipschitz")
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":  # sqrt(n) counts patches of a zero-padded input
+            raise ValueError(f"layer {name}: padding_mode={m.padding_mode!r} is not supported by the patch count "
+                             "behind the bounds (zeros only: other modes copy border pixels into more patches)")
         if not isinstance(m, (nn.Linear, nn.Conv2d) + LIPSCHITZ_ACTIVATIONS):
             raise TypeError(f"layer {name}: {type(m).__name__} is not supported "
                             "(Linear, Conv2d, ReLU, LeakyReLU, Tanh, Identity, Flatten)")
