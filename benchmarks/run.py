@@ -157,6 +157,10 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(HERE / "results" / "d_step.json"))
     args = ap.parse_args(argv)
+    for flag in ("repeats", "norm_repeats", "steps", "norm_steps"):
+        low = 2 if "repeats" in flag else 1   # medians and interquartile ranges need at least two repeats
+        if getattr(args, flag) < low:
+            ap.error(f"--{flag.replace('_', '-')} must be at least {low}, got {getattr(args, flag)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows, norm_rows = [], []
