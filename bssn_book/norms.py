@@ -32,6 +32,12 @@ def _unit(x, eps):
     return x / torch.linalg.vector_norm(x).clamp_min(eps)
 
 
+def _unit_norm(x, eps):
+    "(x / max(||x||, eps), ||x||)."
+    n = torch.linalg.vector_norm(x)
+    return x / n.clamp_min(eps), n
+
+
 def _sigma_rows(w, u_buf, v_buf, n, eps, training):
     """sigma of the matrix `w` (rows x cols, a view of the weight) from persistent unit vectors u, v.
 
@@ -56,13 +62,14 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training):
 
 @torch.no_grad()
 def _rows_steps(w, u, v, n, eps):
-    "`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: v from u): unit (u, v), u^T w v = sigma."
+    """`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: v from u). Returns unit u, v and the
+    estimate sigma = ||w^T u|| = u^T w v (each step ends with v = w^T u / ||w^T u||, so sigma comes for free)."""
     for _ in range(n):
         u = _unit(torch.mv(w, v), eps)
-        v = _unit(torch.mv(w.t(), u), eps)
+        v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
     if n == 0:
-        v = _unit(torch.mv(w.t(), u), eps)
-    return u, v
+        v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
+    return u, v, sigma
 
 
 def _swapped_mv(w3, v):
@@ -78,10 +85,10 @@ def _swapped_steps(w3, u, v, n, eps):
     "As `_rows_steps` for M (B x A*K, the swapped reshape of `w3`); v has shape (A, K). M^T u = u @ w3."
     for _ in range(n):
         u = _unit(_swapped_mv(w3, v), eps)
-        v = _unit(torch.matmul(u, w3), eps)
+        v, sigma = _unit_norm(torch.matmul(u, w3), eps)
     if n == 0:
-        v = _unit(torch.matmul(u, w3), eps)
-    return u, v
+        v, sigma = _unit_norm(torch.matmul(u, w3), eps)
+    return u, v, sigma
 
 # %% ../nbs/03_norms.ipynb #c0011
 class _MulScalar(torch.autograd.Function):
@@ -132,7 +139,10 @@ class _Norm(nn.Module):
     def forward(self, weight):
         if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
             with torch.autocast(weight.device.type, enabled=False):
-                return self._finish(weight, self.sigma(weight))
+                return self._normalized(weight)
+        return self._normalized(weight)
+
+    def _normalized(self, weight):
         return self._finish(weight, self.sigma(weight))
 
     def right_inverse(self, value):
@@ -179,7 +189,7 @@ class SpectralNormW(_Norm):
             return _sigma_rows(weight.flatten(1), self._u, self._v, self.n_power_iterations, self.eps, self.training)
         w3 = weight.flatten(2)
         A, B, K = w3.shape
-        u, v = _swapped_steps(w3, self._u, self._v, self.n_power_iterations if self.training else 0, self.eps)
+        u, v, _ = _swapped_steps(w3, self._u, self._v, self.n_power_iterations if self.training else 0, self.eps)
         if self.training:
             with torch.no_grad():
                 self._u.copy_(u)
@@ -188,13 +198,50 @@ class SpectralNormW(_Norm):
         return torch.vdot(w3.reshape(-1), (u.view(1, B, 1) * v.view(A, 1, K)).view(-1))
 
 # %% ../nbs/03_norms.ipynb #c0013
+class _BidirectionalScale(torch.autograd.Function):
+    """W * (2c / s) for s = sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (the four unit vectors held constant), with
+    s given: the power iterations return it (`_rows_steps`, `_swapped_steps`). One graph node per layer instead of
+    about ten, and no weight-sized u0 (x) v0 + u1 (x) v1 in the forward; the backward,
+    g * r - (r / s) <g, W> (u0 (x) v0 + u1 (x) v1) with r = 2c/s, adds the two rank-one terms in place.
+    Under `create_graph` (a gradient penalty) the backward recomputes s from W with differentiable operations, so
+    the second derivative is that of plain autograd."""
+
+    @staticmethod
+    def forward(ctx, w3, c, s, u0, v0, u1, v1):
+        r = 2 * c / s
+        ctx.save_for_backward(w3, c, s, u0, v0, u1, v1)
+        return w3 * r
+
+    @staticmethod
+    def backward(ctx, g):
+        w3, c, s, u0, v0, u1, v1 = ctx.saved_tensors
+        A, B, K = w3.shape
+        create_graph = torch.is_grad_enabled()
+        if create_graph:   # s as a function of W (forward's s is a constant)
+            s = torch.vdot(u0, torch.mv(w3.reshape(A, -1), v0)) + torch.vdot(u1, _swapped_mv(w3, v1))
+        r = 2 * c / s
+        dot = torch.vdot(g.reshape(-1), w3.reshape(-1))   # <g, W>
+        beta = -r * dot / s                               # <g, W> d r / d s
+        gc = 2 * dot / s if ctx.needs_input_grad[1] else None
+        gw = None
+        if ctx.needs_input_grad[0] and create_graph:
+            gw = g * r + beta * (torch.outer(u0, v0).view(A, B, K) + u1.view(1, B, 1) * v1.view(A, 1, K))
+        elif ctx.needs_input_grad[0]:
+            gw = torch.mul(g, r, out=torch.empty(w3.shape, dtype=w3.dtype, device=w3.device))  # contiguous
+            gw.view(A, B * K).addr_(u0 * beta, v0)
+            gw.addcmul_((u1 * beta).view(1, B, 1), v1.view(A, 1, K))
+        return gw, gc, None, None, None, None, None
+
+
 class BidirectionalSpectralNorm(_Norm):
     """BSN (kinds "bsn", "bssn"): W * c / ((sigma_out + sigma_in) / 2).
 
     sigma_out: sigma of W reshaped c_out x (c_in*k) (the forward pass); sigma_in: sigma of W reshaped
     c_in x (c_out*k) (the backward pass, a transposed convolution). Each has its own persistent vectors:
     `_u0, _v0` for the reshape with dimension 0 first, `_u1, _v1` (shape (A, k)) for dimension 1 first.
-    Both sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (vectors held constant)."""
+    Both sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (vectors held constant):
+    for weights of at least `FUSED_BACKWARD_MIN_NUMEL` entries through `_BidirectionalScale`, below that as one
+    inner product with that rank-two tensor."""
 
     def __init__(self, weight, transposed=False, **kw):
         _check_weight(weight, "BidirectionalSpectralNorm")
@@ -209,20 +256,21 @@ class BidirectionalSpectralNorm(_Norm):
         self.register_buffer("_v1", v1.view(w.shape[0], -1).contiguous())
 
     def _vectors(self, w3):
-        "The four unit vectors after this access's power iteration (none in eval mode); updates the buffers."
+        """The four unit vectors after this access's power iteration (none in eval mode), and the two estimates
+        sigma_0 = u0^T W v0, sigma_1 = u1^T M v1 (no gradient); updates the buffers in training mode."""
         n = self.n_power_iterations if self.training else 0
-        u0, v0 = _rows_steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
-        u1, v1 = _swapped_steps(w3, self._u1, self._v1, n, self.eps)
+        u0, v0, s0 = _rows_steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
+        u1, v1, s1 = _swapped_steps(w3, self._u1, self._v1, n, self.eps)
         if self.training:
             with torch.no_grad():  # one fused in-place copy of the four vectors into their buffers
                 torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
-        return u0, v0, u1, v1
+        return u0, v0, s0, u1, v1, s1
 
     def sigma_sum(self, weight):
         "sigma_0 + sigma_1 with gradient (one inner product with a rank-two tensor built without gradient)."
         w3 = weight.flatten(2)
         A, B, K = w3.shape
-        u0, v0, u1, v1 = self._vectors(w3)
+        u0, v0, _, u1, v1, _ = self._vectors(w3)
         with torch.no_grad():
             G = torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
         return torch.vdot(w3.reshape(-1), G.view(-1))
@@ -230,28 +278,25 @@ class BidirectionalSpectralNorm(_Norm):
     def sigma(self, weight):
         return self.sigma_sum(weight) / 2
 
-    def forward(self, weight):
-        if torch.is_autocast_enabled(weight.device.type):
-            with torch.autocast(weight.device.type, enabled=False):
-                return self._bsn(weight)
-        return self._bsn(weight)
-
-    def _bsn(self, weight):
+    def _normalized(self, weight):
         "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
-        return _scale(weight, (2 * c) / self.sigma_sum(weight))
+        if weight.numel() < FUSED_BACKWARD_MIN_NUMEL:
+            return weight * ((2 * c) / self.sigma_sum(weight))
+        w3 = weight.flatten(2)
+        u0, v0, s0, u1, v1, s1 = self._vectors(w3)
+        c = c if isinstance(c, torch.Tensor) else s0.new_tensor(c)
+        return _BidirectionalScale.apply(w3, c, s0 + s1, u0, v0, u1, v1).view_as(weight)
 
     @torch.no_grad()
     def estimates(self, weight):
         training = self.training
         self.training = False
         try:
-            w3 = weight.flatten(2)
-            u0, v0, u1, v1 = self._vectors(w3)
-            s0 = float(torch.vdot(u0, torch.mv(w3.flatten(1), v0.flatten())))
-            s1 = float(torch.vdot(u1, _swapped_mv(w3, v1)))
+            _, _, s0, _, _, s1 = self._vectors(weight.flatten(2))
         finally:
             self.training = training
+        s0, s1 = float(s0), float(s1)
         s_out, s_in = (s1, s0) if self.transposed else (s0, s1)
         return {"sigma": (s0 + s1) / 2, "sigma_out": s_out, "sigma_in": s_in}
 

@@ -144,12 +144,16 @@ def test_one_graph_real_fake_and_gradient_penalty(opts):
     assert all(w.grad is not None and torch.isfinite(w.grad).all() for w in raws)
 
 
-def test_compile_fullgraph_no_graph_break():
-    "One compiled model holding sn, bssn with a scale, strict and a learnable gamma: no graph break, same result."
+@pytest.mark.parametrize("fused", [True, False])
+def test_compile_fullgraph_no_graph_break(fused, monkeypatch):
+    """One compiled model holding sn, bssn with a scale, strict and a learnable gamma: no graph break, same result;
+    with every layer through the fused autograd.Functions (threshold 0) and with none (plain autograd)."""
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available in this torch build")
+    import bssn_book.norms as N
+    monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", 0 if fused else 2 ** 62)
     torch._dynamo.reset()
-    torch.manual_seed(0)  # conv 128 -> 128 has 147k weights: the scaling goes through the fused autograd.Function
+    torch.manual_seed(0)
     D = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 128, 4, stride=2, padding=1),
                       nn.LeakyReLU(0.1), nn.Conv2d(128, 128, 3, padding=1), nn.LeakyReLU(0.1), nn.Flatten(),
                       nn.Linear(128 * 4 * 4, 1))
@@ -438,22 +442,50 @@ def test_strict_other_padding_modes(mode):
     assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
 
 
-@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
-def test_fused_scaling_matches_plain_autograd(kind, monkeypatch):
-    "The fused backward of W * (c / sigma) gives the gradients (incl. a gradient penalty) of plain autograd."
+@pytest.mark.parametrize("kind, gamma", [("sn", None), ("bssn", None), ("strict", None), ("bssn", "shared"),
+                                         ("bssn", "per_layer"), ("sn", "shared")])
+@pytest.mark.parametrize("penalty", [True, False])
+def test_fused_scaling_matches_plain_autograd(kind, gamma, penalty, monkeypatch):
+    """The fused autograd.Functions (`_MulScalar`; `_BidirectionalScale` for bsn/bssn) give the gradients of plain
+    autograd, for the raw weights, biases and a learnable gamma: with a gradient penalty (double backward, where
+    `_BidirectionalScale` recomputes sigma from W) and without (its in-place rank-one updates)."""
     import bssn_book.norms as N
 
     def grads(min_numel):
         monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", min_numel)
-        D = normalized_d(dict(kind=kind, scale=1.3)).double()
+        D = normalized_d(dict(kind=kind, scale=1.3, **({"gamma": gamma} if gamma else {}))).double()
         real = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-        x = real.clone().requires_grad_()
-        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-        loss = F.relu(1 - D(real)).mean() + (g.norm() - 1) ** 2
+        loss = F.relu(1 - D(real)).mean() + F.relu(1 + D(2 * real)).mean()
+        if penalty:
+            x = real.clone().requires_grad_()
+            (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+            loss = loss + (g.norm() - 1) ** 2
         return torch.autograd.grad(loss, [p for p in D.parameters()])
 
-    for a, b in zip(grads(0), grads(2 ** 62)):
+    fused, plain = grads(0), grads(2 ** 62)
+    assert len(fused) == len(plain) > 0
+    for a, b in zip(fused, plain):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_bidirectional_fused_backward_takes_a_non_contiguous_gradient(monkeypatch):
+    "The gradient reaching `_BidirectionalScale` may be any layout (here a transposed view); the result is the same."
+    import bssn_book.norms as N
+
+    def grad(min_numel, transpose):
+        monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", min_numel)
+        conv = apply_norm(nn.Conv2d(4, 6, 3), "bssn", scale=1.2).double()
+        G = torch.randn(3, 3, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        G = G.permute(3, 2, 0, 1) if transpose else G.permute(3, 2, 0, 1).contiguous()
+        assert G.is_contiguous() != transpose
+        (conv.weight * G).sum().backward()
+        return conv.parametrizations.weight.original.grad
+
+    torch.manual_seed(0)
+    ref = grad(2 ** 62, False)
+    for transpose in (False, True):
+        torch.manual_seed(0)
+        assert torch.allclose(grad(0, transpose), ref, rtol=1e-10, atol=1e-13)
 
 
 def test_remove_norm_and_sigmas_name_a_non_module():
