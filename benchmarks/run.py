@@ -35,6 +35,7 @@ from bssn_book.models import CNNDiscriminator
 from bssn_book.norms import apply_norm
 
 VARIANTS = ["none", "torch_sn", "sn", "bssn", "strict"]
+DEFAULT_REPEATS = {1.0: 15, 0.25: 45}   # a width-0.25 step is ~1/10 of a width-1.0 one: more repeats, narrower IQR
 BASELINE = "torch_sn"
 HERE = Path(__file__).resolve().parent
 
@@ -151,8 +152,9 @@ def peak_memory(variant, width, device, steps):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, nargs="+", default=[15, 45],
-                    help="timed repeats of the D step, one count per width (or one for all widths)")
+    ap.add_argument("--repeats", type=int, nargs="+", default=None,
+                    help="timed repeats of the D step: one count for all widths or one per width (default: 15, "
+                         "and 45 at width 0.25)")
     ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
     ap.add_argument("--norm-repeats", type=int, default=30, help="repeats of the normalization-only timing")
     ap.add_argument("--norm-steps", type=int, default=10, help="calls per normalization-only repeat")
@@ -161,10 +163,15 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(HERE / "results" / "d_step.json"))
     args = ap.parse_args(argv)
-    if len(args.repeats) not in (1, len(args.widths)):
+    if len(set(args.widths)) != len(args.widths):
+        ap.error(f"--widths: each width once, got {' '.join(map(str, args.widths))}")
+    if args.repeats is None:
+        repeats = {w: DEFAULT_REPEATS.get(w, 15) for w in args.widths}
+    elif len(args.repeats) in (1, len(args.widths)):
+        repeats = dict(zip(args.widths, args.repeats * len(args.widths) if len(args.repeats) == 1 else args.repeats))
+    else:
         ap.error(f"--repeats takes one count or one per width ({len(args.widths)}), got {len(args.repeats)}")
-    repeats = dict(zip(args.widths, args.repeats * len(args.widths) if len(args.repeats) == 1 else args.repeats))
-    for flag, values in (("repeats", args.repeats), ("norm_repeats", [args.norm_repeats]), ("steps", [args.steps]),
+    for flag, values in (("repeats", list(repeats.values())), ("norm_repeats", [args.norm_repeats]), ("steps", [args.steps]),
                          ("norm_steps", [args.norm_steps])):
         low = 2 if "repeats" in flag else 1   # medians and interquartile ranges need at least two repeats
         if min(values) < low:

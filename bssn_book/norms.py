@@ -67,7 +67,8 @@ def _rows_steps(w, u, v, n, eps):
     for _ in range(n):
         u = _unit(torch.mv(w, v), eps)
         v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
-    if n == 0:
+    if n == 0:   # u is the caller's buffer: a copy, so that autograd never saves a tensor a later step updates in place
+        u = u.clone()
         v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
     return u, v, sigma
 
@@ -86,7 +87,8 @@ def _swapped_steps(w3, u, v, n, eps):
     for _ in range(n):
         u = _unit(_swapped_mv(w3, v), eps)
         v, sigma = _unit_norm(torch.matmul(u, w3), eps)
-    if n == 0:
+    if n == 0:   # as in `_rows_steps`: a copy of the buffer
+        u = u.clone()
         v, sigma = _unit_norm(torch.matmul(u, w3), eps)
     return u, v, sigma
 
@@ -203,18 +205,20 @@ class _BidirectionalScale(torch.autograd.Function):
     s given: the power iterations return it (`_rows_steps`, `_swapped_steps`). One graph node per layer instead of
     about ten, and no weight-sized u0 (x) v0 + u1 (x) v1 in the forward; the backward,
     g * r - (r / s) <g, W> (u0 (x) v0 + u1 (x) v1) with r = 2c/s, adds the two rank-one terms in place.
-    Under `create_graph` (a gradient penalty) the backward recomputes s from W with differentiable operations, so
-    the second derivative is that of plain autograd."""
+    When the backward itself is differentiated (`create_graph=True` through this node: a penalty on D's weight
+    gradients, or second derivatives w.r.t. W), it recomputes s from W with differentiable operations, so the second
+    derivative is that of plain autograd. `c`: a float (a constant scale) or a 0-d tensor (a learnable gamma)."""
 
     @staticmethod
     def forward(ctx, w3, c, s, u0, v0, u1, v1):
-        r = 2 * c / s
-        ctx.save_for_backward(w3, c, s, u0, v0, u1, v1)
-        return w3 * r
+        ctx.c = None if isinstance(c, torch.Tensor) else c
+        ctx.save_for_backward(w3, s, u0, v0, u1, v1, *([c] if ctx.c is None else []))
+        return w3 * (2 * c / s)
 
     @staticmethod
     def backward(ctx, g):
-        w3, c, s, u0, v0, u1, v1 = ctx.saved_tensors
+        w3, s, u0, v0, u1, v1, *learnable = ctx.saved_tensors
+        c = learnable[0] if learnable else ctx.c
         A, B, K = w3.shape
         create_graph = torch.is_grad_enabled()
         if create_graph:   # s as a function of W (forward's s is a constant)
@@ -285,7 +289,6 @@ class BidirectionalSpectralNorm(_Norm):
             return weight * ((2 * c) / self.sigma_sum(weight))
         w3 = weight.flatten(2)
         u0, v0, s0, u1, v1, s1 = self._vectors(w3)
-        c = c if isinstance(c, torch.Tensor) else s0.new_tensor(c)
         return _BidirectionalScale.apply(w3, c, s0 + s1, u0, v0, u1, v1).view_as(weight)
 
     @torch.no_grad()

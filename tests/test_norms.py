@@ -164,11 +164,13 @@ def test_compile_fullgraph_no_graph_break(fused, monkeypatch):
     ref = copy.deepcopy(D)
     compiled = torch.compile(D, fullgraph=True, backend="aot_eager")
     x = torch.randn(4, 3, 8, 8)
-    y = compiled(x)
-    assert torch.allclose(y, ref(x), atol=1e-5)
+    y, y_ref = compiled(x), ref(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
     y.sum().backward()  # the compiled graph trains, and the vectors were updated in place as in eager mode
+    y_ref.sum().backward()
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(D.buffers(), ref.buffers()))
-    assert all(p.grad is not None for p in D.parameters())
+    assert all(p.grad is not None and torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+               for p, q in zip(D.parameters(), ref.parameters()))
 
 
 @pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
@@ -444,28 +446,48 @@ def test_strict_other_padding_modes(mode):
 
 @pytest.mark.parametrize("kind, gamma", [("sn", None), ("bssn", None), ("strict", None), ("bssn", "shared"),
                                          ("bssn", "per_layer"), ("sn", "shared")])
-@pytest.mark.parametrize("penalty", [True, False])
+@pytest.mark.parametrize("penalty", ["none", "input", "weights"])
 def test_fused_scaling_matches_plain_autograd(kind, gamma, penalty, monkeypatch):
     """The fused autograd.Functions (`_MulScalar`; `_BidirectionalScale` for bsn/bssn) give the gradients of plain
-    autograd, for the raw weights, biases and a learnable gamma: with a gradient penalty (double backward, where
-    `_BidirectionalScale` recomputes sigma from W) and without (its in-place rank-one updates)."""
+    autograd, for the raw weights, biases and a learnable gamma: without a penalty and with a penalty on the input
+    gradient (both through the Functions' first-order backward), and with a penalty on the parameter gradients
+    (the backward itself differentiated: `_BidirectionalScale`'s create_graph branch, which recomputes sigma)."""
     import bssn_book.norms as N
 
     def grads(min_numel):
         monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", min_numel)
         D = normalized_d(dict(kind=kind, scale=1.3, **({"gamma": gamma} if gamma else {}))).double()
         real = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        params = list(D.parameters())
         loss = F.relu(1 - D(real)).mean() + F.relu(1 + D(2 * real)).mean()
-        if penalty:
+        if penalty == "input":
             x = real.clone().requires_grad_()
             (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
             loss = loss + (g.norm() - 1) ** 2
-        return torch.autograd.grad(loss, [p for p in D.parameters()])
+        elif penalty == "weights":
+            loss = loss + sum((g ** 2).sum() for g in torch.autograd.grad(loss, params, create_graph=True))
+        return torch.autograd.grad(loss, params)
 
     fused, plain = grads(0), grads(2 ** 62)
     assert len(fused) == len(plain) > 0
     for a, b in zip(fused, plain):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("min_numel", [0, 2 ** 62])
+def test_eval_forward_then_training_forward_then_one_backward(min_numel, monkeypatch):
+    "An eval-mode output kept across a training step (which updates the vectors in place) still backpropagates."
+    import bssn_book.norms as N
+    monkeypatch.setattr(N, "FUSED_BACKWARD_MIN_NUMEL", min_numel)
+    for kind in ("sn", "bssn", "strict"):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(4, 6, 3)
+        apply_norm(conv, kind, **({"input_shape": (4, 8, 8)} if kind == "strict" else {}))
+        x = torch.randn(2, 4, 8, 8)
+        conv.eval(); a = conv(x).sum()
+        conv.train(); b = conv(x).sum()
+        (a + b).backward()
+        assert torch.isfinite(conv.parametrizations.weight.original.grad).all(), kind
 
 
 def test_bidirectional_fused_backward_takes_a_non_contiguous_gradient(monkeypatch):
