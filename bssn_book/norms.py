@@ -23,7 +23,6 @@ GAMMA_MODES = (None, "shared", "per_layer")
 CONV_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_LAYERS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 SUPPORTED_LAYERS = (nn.Linear,) + CONV_LAYERS + CONV_TRANSPOSE_LAYERS
-_CONV_FN = {3: (F.conv1d, F.conv_transpose1d), 4: (F.conv2d, F.conv_transpose2d), 5: (F.conv3d, F.conv_transpose3d)}
 WARMUP_ITERATIONS = 15   # power iterations run once when a layer is normalized (as torch's spectral_norm)
 
 # %% ../nbs/03_norms.ipynb #c0007
@@ -313,44 +312,22 @@ class OperatorNorm(_Norm):
     def __init__(self, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
                  transposed=False, output_padding=0, **kw):
         super().__init__(**kw)
-        self.input_shape = tuple(int(s) for s in input_shape)
         self.conv_kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                                 padding_mode=padding_mode, transposed=transposed, output_padding=output_padding)
-        self.output_shape = conv_output_shape(weight, self.input_shape, **self.conv_kwargs)
-        nd = weight.dim() - 2
-        self._conv, self._conv_t = _CONV_FN[weight.dim()]
-        self.transposed = transposed
-        self._args = dict(stride=stride, dilation=dilation, groups=groups)
-        self._fast = transposed or (padding_mode == "zeros" and not isinstance(padding, str))
-        if not transposed and self._fast:
-            pad = (padding,) * nd if isinstance(padding, int) else tuple(padding)
-            dil = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-            st = (stride,) * nd if isinstance(stride, int) else tuple(stride)
-            k = weight.shape[2:]
-            # conv_transpose maps the output back to (o-1)s - 2p + d(k-1) + 1 (+ output_padding) pixels
-            self._adj_op = tuple(n - ((o - 1) * s - 2 * p + d * (kk - 1) + 1) for n, o, s, p, d, kk in
-                                 zip(self.input_shape[1:], self.output_shape[1:], st, pad, dil, k))
-        self._padding, self._output_padding, self._padding_mode = padding, output_padding, padding_mode
-        # other padding modes (circular, reflect, replicate) and padding="same" go through spectral's operator
-        self._slow = (None if self._fast and padding_mode == "zeros"
-                      else _ConvOperator(weight.detach(), self.input_shape, **self.conv_kwargs))
+        try:   # the operator and its adjoint are spectral's, which checks every shape and argument
+            self._op = _ConvOperator(weight.detach(), input_shape, **self.conv_kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"OperatorNorm: {e}") from None
+        self.input_shape, self.output_shape, self.transposed = self._op.in_shape, self._op.out_shape, transposed
         _, x = conv_operator_norm(weight.detach(), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
                                   **self.conv_kwargs)
         self.register_buffer("_x", x.unsqueeze(0).contiguous())
 
     def _forward_op(self, x, w):
-        if self.transposed:
-            return self._conv_t(x, w, None, padding=self._padding, output_padding=self._output_padding, **self._args)
-        if self._padding_mode == "zeros":
-            return self._conv(x, w, None, padding=self._padding, **self._args)
-        return self._slow.forward(x, w)
+        return self._op.forward(x, w)
 
     def _adjoint_op(self, y, w):
-        if self.transposed:
-            return self._conv(y, w, None, padding=self._padding, **self._args)
-        if self._fast:
-            return self._conv_t(y, w, None, padding=self._padding, output_padding=self._adj_op, **self._args)
-        return self._slow.adjoint(y, w)
+        return self._op.adjoint(y, w)
 
     def sigma(self, weight):
         if self.training:

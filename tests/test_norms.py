@@ -525,3 +525,16 @@ def test_remove_norm_and_sigmas_name_a_non_module():
 def test_parametrization_classes_name_a_weight_they_cannot_normalize(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("input_shape, match", [
+    ((3, 8), r"OperatorNorm: input_shape must be a sequence \(C, \*spatial\) of 3 ints"),
+    ((5, 8, 8), r"OperatorNorm: input_shape=\(5, 8, 8\) has 5 channels but the weight"),
+    ((3, 2, 2), r"OperatorNorm: input_shape=\(3, 2, 2\) is too small"),
+    ("abc", r"OperatorNorm: input_shape must be a sequence"),
+])
+def test_operator_norm_used_directly_names_a_bad_input_shape(input_shape, match):
+    "OperatorNorm built by hand (not through apply_norm) checks its input shape as apply_norm does."
+    from bssn_book.norms import OperatorNorm
+    with pytest.raises(ValueError, match=match):
+        OperatorNorm(torch.randn(4, 3, 3, 3), input_shape)
