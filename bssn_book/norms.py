@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .spectral import _ConvOperator, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
+from .spectral import _ConvOperator, _check_float_tensor, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
 
 NORM_KINDS = ("sn", "ssn", "bsn", "bssn", "strict")
 GAMMA_MODES = (None, "shared", "per_layer")
@@ -118,10 +118,8 @@ def _scale(w, r):
 
 
 def _check_weight(weight, who):
-    "A weight a spectral norm can be taken of: a tensor with at least 2 dimensions (out x in x kernel...)."
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
-        got = f"shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"{who}: the weight must be a tensor with at least 2 dimensions (out x in [x kernel]), got {got}")
+    "A weight a spectral norm can be taken of: a real floating-point tensor of at least 2 dimensions (out x in [x kernel])."
+    _check_float_tensor(weight, f"{who}: the weight", min_ndim=2)
 
 
 class _Norm(nn.Module):

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_float_tensor(t, name, ndim=None, ndims=None):
-    "Raise a clear error unless `t` is a non-empty real floating-point tensor of the right rank."
+def _check_float_tensor(t, name, ndim=None, ndims=None, min_ndim=None):
+    "Raise a clear error unless `t` is a non-empty real floating-point tensor of the right rank (exact, one of, or at least)."
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -25,6 +25,8 @@ def _check_float_tensor(t, name, ndim=None, ndims=None):
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if ndims is not None and t.dim() not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
 

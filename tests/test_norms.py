@@ -538,3 +538,20 @@ def test_operator_norm_used_directly_names_a_bad_input_shape(input_shape, match)
     from bssn_book.norms import OperatorNorm
     with pytest.raises(ValueError, match=match):
         OperatorNorm(torch.randn(4, 3, 3, 3), input_shape)
+
+
+@pytest.mark.parametrize("who, make", [
+    ("SpectralNormW", lambda w: __import__("bssn_book.norms", fromlist=["x"]).SpectralNormW(w)),
+    ("BidirectionalSpectralNorm", lambda w: __import__("bssn_book.norms", fromlist=["x"]).BidirectionalSpectralNorm(w)),
+    ("bsn_sigmas", lambda w: __import__("bssn_book.theory.bssn", fromlist=["x"]).bsn_sigmas(w)),
+])
+def test_one_weight_check_for_the_parametrizations_and_the_theory(who, make):
+    "Every entry point that takes the spectral norm of a weight refuses the same things with the same words."
+    with pytest.raises(TypeError, match=f"{who}.*must be a torch.Tensor, got list"):
+        make([[1.0, 2.0]])
+    with pytest.raises(TypeError, match=f"{who}.*real floating-point dtype, got torch.int64"):
+        make(torch.ones(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=fr"{who}.*at least 2 dimensions, got shape \(5,\)"):
+        make(torch.randn(5))
+    with pytest.raises(ValueError, match=fr"{who}.*must not be empty, got shape \(0, 3\)"):
+        make(torch.randn(0, 3))

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..spectral import reshape_weight, spectral_norm_exact
+from ..spectral import _check_float_tensor, reshape_weight, spectral_norm_exact
 
 
 def fan_out(layer):
@@ -25,8 +25,7 @@ def fan_out(layer):
 
 def bsn_sigmas(weight):
     "Exact (sigma_out, sigma_in) of a Linear/Conv weight (eq-ch7-bsn): sigma of the c_out x (c_in k) and c_in x (c_out k) reshapes."
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
-        raise ValueError(f"bsn_sigmas: expected a weight tensor with at least 2 dimensions, got {weight!r:.80}")
+    _check_float_tensor(weight, "bsn_sigmas: weight", min_ndim=2)
     w = weight.detach()
     return float(spectral_norm_exact(reshape_weight(w, 0))), float(spectral_norm_exact(reshape_weight(w, 1)))
 
