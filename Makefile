@@ -80,8 +80,8 @@ test: env browser-deps
 	echo "make test: passed in $$(( $$(date +%s) - start )) s"
 
 bench: env
-	OMP_NUM_THREADS=$$(nproc) $(BIN)/python benchmarks/run.py
-	OMP_NUM_THREADS=$$(nproc) $(BIN)/python benchmarks/train_quick.py
+	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/run.py
+	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/train_quick.py
 
 clean:
 	rm -rf _build dist build *.egg-info
