@@ -72,25 +72,34 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_all(width, device, repeats, steps, fn=None, seed=0):
-    """Median seconds per call of `fn(*setup)` (default: one D training step) for every variant. The variants run
-    round-robin in a fresh random order each repeat (so drift and ordering effects hit all alike). Returns the medians,
-    the raw times, and per variant the repeat-by-repeat ratios to torch's SN timed in the same repeat."""
-    fn = fn or step
-    setups = {v: build(v, width, device) for v in VARIANTS}
-    for v in VARIANTS:  # warm-up: allocator, kernels, first power iterations
-        for _ in range(2):
-            fn(*setups[v])
-    times = {v: [] for v in VARIANTS}
+def round_robin(calls, repeats, steps, seed=0, sync=lambda: None, warmup=2):
+    """Seconds per call of every callable in `calls` ({name: fn}), `repeats` times: each repeat times `steps` calls
+    of each, the names in a fresh random order (so drift and ordering effects hit all alike), after `warmup` untimed
+    calls each. Returns {name: [seconds per call, one per repeat]}; `sync` waits for the device before a clock read."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times = {v: [] for v in calls}
     rng = random.Random(seed)
     for _ in range(repeats):
-        for v in rng.sample(VARIANTS, len(VARIANTS)):
-            sync(device)
+        for v in rng.sample(list(calls), len(calls)):
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
-                fn(*setups[v])
-            sync(device)
+                calls[v]()
+            sync()
             times[v].append((time.perf_counter() - t0) / steps)
+    return times
+
+
+def time_all(width, device, repeats, steps, fn=None, seed=0):
+    """Median seconds per call of `fn(*setup)` (default: one D training step) for every variant, timed by
+    `round_robin`. Returns the medians, the raw times, and per variant the repeat-by-repeat ratios to torch's SN timed
+    in the same repeat."""
+    fn = fn or step
+    setups = {v: build(v, width, device) for v in VARIANTS}
+    times = round_robin({v: (lambda s=setups[v]: fn(*s)) for v in VARIANTS}, repeats, steps, seed,
+                        sync=lambda: sync(device))
     ratios = {v: [a / b for a, b in zip(times[v], times[BASELINE])] for v in VARIANTS}
     return {v: statistics.median(t) for v, t in times.items()}, times, ratios
 

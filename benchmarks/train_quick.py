@@ -1,7 +1,8 @@
 """Training-loop speed of the `quick` preset: our Trainer against a plain PyTorch loop.
 
 One iteration = n_dis (1) discriminator steps and one generator step of the `quick` preset (the paper's CNN
-at width 0.25, MNIST 16x16x1, batch 32, hinge loss, Adam). Variants, timed round-robin in one process:
+at width 0.25, MNIST 16x16x1, batch 32, hinge loss, Adam). Variants, timed round-robin in one process (a fresh
+random order every repeat, as in run.py):
 
 - `ours_bssn`: `Trainer(preset("quick")).train_step()` as the preset runs it (BSSN), monitors included on the
   preset's log steps (per-layer gradient norms every `log_every` iterations);
@@ -35,6 +36,9 @@ import torch.nn.functional as F
 from bssn_book.data import load_mnist
 from bssn_book.models import CNNDiscriminator, CNNGenerator
 from bssn_book.train import Trainer, preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import round_robin  # noqa: E402  (the timing loop both benchmarks share)
 
 VARIANTS = ["reference", "ours_sn", "ours_bssn"]
 BASELINE = "reference"
@@ -88,17 +92,10 @@ def build(variant, out_dir):
 
 
 def time_all(repeats, steps, out_dir):
+    "Median iterations/s per variant and every repeat's, timed by run.py's `round_robin` (fresh random order each repeat)."
     setups = {v: build(v, out_dir) for v in VARIANTS}
-    for v in VARIANTS:  # warm-up: allocator, first power iterations
-        for _ in range(3):
-            setups[v].train_step()
-    its = {v: [] for v in VARIANTS}
-    for _ in range(repeats):
-        for v in VARIANTS:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                setups[v].train_step()
-            its[v].append(steps / (time.perf_counter() - t0))
+    secs = round_robin({v: setups[v].train_step for v in VARIANTS}, repeats, steps, warmup=3)
+    its = {v: [1 / t for t in x] for v, x in secs.items()}
     return {v: statistics.median(x) for v, x in its.items()}, its
 
 

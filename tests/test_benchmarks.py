@@ -44,3 +44,16 @@ def test_repeats_per_width(argv, expected, monkeypatch, tmp_path):
     bench.main(argv + ["--out", str(tmp_path / "out.json")])
     assert {float(w): n for w, n in json.loads((tmp_path / "out.json").read_text())["repeats"].items()} == expected
     assert seen == expected
+
+
+def test_round_robin_times_every_call_in_a_fresh_order_each_repeat():
+    "The shared timing loop: warm-up calls untimed, `steps` calls per repeat, the order reshuffled every repeat."
+    log = []
+    calls = {name: (lambda n=name: log.append(n)) for name in "abcd"}
+    times = bench.round_robin(calls, repeats=6, steps=3, seed=1, warmup=2)
+    assert log[:8] == [n for n in "abcd" for _ in range(2)]                        # warm-up, in order
+    timed = log[8:]
+    assert len(timed) == 6 * 4 * 3 and all(len(times[n]) == 6 for n in "abcd")
+    orders = [tuple(timed[i:i + 12:3]) for i in range(0, len(timed), 12)]         # each repeat: 4 names x 3 calls
+    assert all(sorted(o) == list("abcd") for o in orders) and len(set(orders)) > 1
+    assert all(t >= 0 for x in times.values() for t in x)
