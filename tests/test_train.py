@@ -57,7 +57,7 @@ def rows_of(out_dir):
     return _read_rows(Path(out_dir) / "log.jsonl")
 
 
-def wait_for(pred, timeout=60.0, proc=None):
+def wait_for(pred, timeout=180.0, proc=None):   # generous: a loaded machine imports torch slowly
     t0 = time.time()
     while time.time() - t0 < timeout:
         if pred(): return True
