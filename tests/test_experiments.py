@@ -72,6 +72,15 @@ def test_another_resolution_gets_its_own_folders_and_configs(run_py):
 
 
 def test_resolution_must_suit_the_cnn(tmp_path):
-    p = _run_copy(tmp_path, "--resolution", "20", "--collect-only")
+    p = _run_copy(tmp_path, "--resolution", "16", "20", "--collect-only")   # every size is checked before any work
     assert p.returncode == 2 and "--resolution 20" in p.stderr and "multiple of 8" in p.stderr
-    assert not (tmp_path / "results-r20").exists()
+    assert not (tmp_path / "results-r20").exists() and not (tmp_path / "results").exists()
+
+
+def test_the_grids_in_turn_each_get_their_folders(run_py):
+    "One command does both committed grids; going back to the base size goes back to runs/ and results/."
+    assert run_py.RESOLUTIONS == (16, 32)
+    run_py.at_resolution(32)
+    assert (run_py.RUNS.name, run_py.RESULTS.name) == ("runs-r32", "results-r32")
+    assert run_py.at_resolution(16) is run_py.GRID
+    assert (run_py.RUNS.name, run_py.RESULTS.name, run_py.RESOLUTION) == ("runs", "results", None)

@@ -1,20 +1,24 @@
 """Chapter 9's experiments: regenerate every result file with one command.
 
-    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # train what is missing, then collect
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ from runs/
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --only sn-c1,bssn-c1.2   # train some configurations
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2 --resolution 32 # the grid on 32x32 digits,
-                                                                       # in runs-r32/ and results-r32/ (~4x the cost)
+    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # both grids: train what is missing, collect
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ and results-r32/
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
 
+Two grids of the same 22 configurations x 5 seeds: on 16x16 digits (runs in `runs/`, results in `results/`) and on
+32x32 digits (`runs-r32/`, `results-r32/`); the 15 ring runs have no image size and are shared (kept in `runs/`).
 Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
-configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. Runs live in `experiments/ch9/runs/`
-(not committed: checkpoints, logs); the collected result files in `experiments/ch9/results/` are committed.
+configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. The runs (checkpoints,
+logs) are not committed; the collected result files are.
 
-Measured duration (2026-11-25, 2-core CPU, OMP_NUM_THREADS=1 per run): 110 runs (22 configurations x 5 seeds),
-34-161 s each, mean 78 s (n_dis = 5 runs 110-161 s, mean 120 s; ring runs 34-81 s), 2.38 h of one core in all. Wall clock:
-the first 19 runs one at a time (24.7 min), the other 91 with `--jobs 2` plus a second run.py (53 min). From
-scratch, `--jobs 2` should take about 1.2 h plus ~20 s of collection; `results/meta.json` records
-`per_run_wall_s` and `total_train_wall_s`. With every run done, the script only re-collects (~20 s).
+Measured duration (2-core CPU, OMP_NUM_THREADS=1 per run; `meta.json` records `per_run_wall_s`, `total_train_wall_s`):
+- 16x16 (2026-11-25): 110 runs, 34-161 s each, mean 78 s (n_dis = 5 runs 110-161 s, mean 120 s; ring runs 34-81 s),
+  2.38 h of one core in all. Wall clock: the first 19 runs one at a time (24.7 min), the other 91 with `--jobs 2` plus
+  a second run.py (53 min). From scratch, `--jobs 2` should take about 1.2 h.
+- 32x32 (2026-11-25/26): 95 image runs (the ring runs are the 16x16 grid's), 80-713 s each, median 125 s (n_dis = 1
+  runs: median 110 s; n_dis = 5 runs: 277-713 s, median 304 s), 4.86 h of one core in all, including about 18 min of
+  pauses and the slowdown of sharing the cores with tests (see MACHINE). Wall clock 2.30 h with `--jobs 2` (a third
+  process took the last two runs). From scratch on an idle machine, `--jobs 2` should take a little over 2 h.
+With every run done, the script only re-collects (~20 s per grid).
 
 Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
@@ -54,15 +58,24 @@ GRID = [G("sn", claim="1 2 5"), G("strict", claim="1 6"), G("bssn", 1.2, claim="
         G("bssn", 0.8, claim="4"), G("bssn", 1.5, claim="4"), G("bssn", 1.8, claim="4"), G("bssn", 2.5, claim="4"),
         *[G(k, c, setting=s, claim="3") for s in SETTINGS for k, c in (("sn", 1.0), ("bssn", 1.2))],
         *[G(k, c, data="ring", claim="dense") for k, c in (("sn", 1.0), ("bssn", 1.2), ("none", 1.0))]]
-# where the committed results/ were measured (per_run_wall_s is load-dependent)
-MACHINE = ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
-           "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
-           "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)")
+# where the committed results were measured (per_run_wall_s is load-dependent), per image resolution
+MACHINE = {
+    16: ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
+         "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
+         "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)"),
+    32: ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, run.py --jobs 2 (two training processes at once) from "
+         "2026-11-25T22:43Z, with tests and notebook checks running beside them; the training processes were stopped "
+         "(SIGSTOP) while benchmarks ran, so the wall times of sn-c1-seed1 and strict-c1-seed1 include about 50 s and "
+         "those of bssn-c1.2-seed0 and none-c1-seed0 about 505 s of pause; from 2026-11-26T00:28Z a third process (a "
+         "bssn-book sweep of seeds 3 and 4 of bssn-c1.2-lr2e-4-ndis5) ran beside the two; the ring runs are the 16x16 "
+         "grid's"),
+}
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
 _lock = threading.Lock()
 
 
 RESOLUTION = None   # None: config.json's (16); set by --resolution, with its own runs-r<N>/ and results-r<N>/
+RESOLUTIONS = (16, 32)   # the committed grids: results/ (16x16) and results-r32/
 
 
 def at_resolution(res):
@@ -77,6 +90,7 @@ def at_resolution(res):
     except (ConfigError, UsageError) as e:
         raise ValueError(f"--resolution {res}: {e}") from None
     if res == json.loads(CONFIG.read_text())["resolution"]:
+        RUNS, RESULTS, RESOLUTION = HERE / "runs", HERE / "results", None
         return GRID
     RUNS, RESULTS, RESOLUTION = HERE / f"runs-r{res}", HERE / f"results-r{res}", res
     return [dict(g, sets=dict(g["sets"], resolution=res)) if g["data"] == "mnist" else g for g in GRID]
@@ -252,7 +266,7 @@ def collect(grid):
             "per_run_wall_s": {"mean": sum(walls) / len(walls) if walls else None,
                                "min": min(walls, default=None), "max": max(walls, default=None), "n": len(walls)},
             "total_train_wall_s": sum(walls),
-            "machine": MACHINE,
+            "machine": MACHINE.get(base["resolution"], "not recorded"),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"collected {len(runs)} runs ({sum(r['status'] == 'done' for r in runs)} done) into {RESULTS}")
@@ -263,20 +277,25 @@ if __name__ == "__main__":
     p.add_argument("--collect-only", action="store_true", help="only rebuild results/ from runs/")
     p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
     p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
-    p.add_argument("--resolution", type=int, help="MNIST size of every image run (default: config.json's, 16); "
-                   "another size trains and collects in runs-r<N>/ and results-r<N>/")
+    p.add_argument("--resolution", type=int, nargs="+", default=list(RESOLUTIONS),
+                   help="MNIST size(s) of the image runs, one grid each, in turn (default: %(default)s, the two "
+                        "committed grids); config.json's size (16) uses runs/ and results/, another size N "
+                        "runs-rN/ and results-rN/")
     a = p.parse_args()
     try:
-        grid = at_resolution(a.resolution) if a.resolution is not None else GRID
+        for res in a.resolution:   # every size checked before anything trains
+            at_resolution(res)
     except ValueError as e:
         p.error(str(e))
-    names = [g["name"] for g in grid]
+    names = [g["name"] for g in GRID]
     only = a.only.split(",") if a.only else names
     unknown = sorted(set(only) - set(names))
     if unknown: p.error(f"--only: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(names)})")
     if a.jobs < 1: p.error(f"--jobs must be >= 1, got {a.jobs}")
     t0 = time.perf_counter()
-    if not a.collect_only:
-        train([g for g in grid if g["name"] in only], a.jobs)
-    collect(grid)
+    for res in a.resolution:
+        grid = at_resolution(res)
+        if not a.collect_only:
+            train([g for g in grid if g["name"] in only], a.jobs)
+        collect(grid)
     print(f"run.py: {time.perf_counter() - t0:.0f} s")
