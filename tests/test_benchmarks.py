@@ -9,6 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import run as bench  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def keep_thread_count(monkeypatch):
+    "main() sets torch's thread count for the whole process; here it must not (later tests compare float results)."
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--repeats", "1"], "--repeats must be at least 2, got 1"),
     (["--repeats", "15", "1"], "--repeats must be at least 2, got 1"),
