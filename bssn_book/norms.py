@@ -197,6 +197,12 @@ class SpectralNormW(_Norm):
         return torch.vdot(w3.reshape(-1), (u.view(1, B, 1) * v.view(A, 1, K)).view(-1))
 
 # %% ../nbs/03_norms.ipynb #c0013
+def _rank_two(u0, v0, u1, v1, shape):
+    "u0 (x) v0 + u1 (x) v1 in the kernel's (A, B, K) layout: the gradient of sigma_0 + sigma_1 w.r.t. W (vectors fixed)."
+    A, B, K = shape
+    return torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
+
+
 class _BidirectionalScale(torch.autograd.Function):
     """W * (2c / s) for s = sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (the four unit vectors held constant), with
     s given: the power iterations return it (`_rows_steps`, `_swapped_steps`). One graph node per layer instead of
@@ -226,7 +232,7 @@ class _BidirectionalScale(torch.autograd.Function):
         gc = 2 * dot / s if ctx.needs_input_grad[1] else None
         gw = None
         if ctx.needs_input_grad[0] and create_graph:
-            gw = g * r + beta * (torch.outer(u0, v0).view(A, B, K) + u1.view(1, B, 1) * v1.view(A, 1, K))
+            gw = g * r + beta * _rank_two(u0, v0, u1, v1, w3.shape)
         elif ctx.needs_input_grad[0]:
             gw = torch.mul(g, r, out=torch.empty(w3.shape, dtype=w3.dtype, device=w3.device))  # contiguous
             gw.view(A, B * K).addr_(u0 * beta, v0)
@@ -270,10 +276,9 @@ class BidirectionalSpectralNorm(_Norm):
     def sigma_sum(self, weight):
         "sigma_0 + sigma_1 with gradient (one inner product with a rank-two tensor built without gradient)."
         w3 = weight.flatten(2)
-        A, B, K = w3.shape
         u0, v0, _, u1, v1, _ = self._vectors(w3)
         with torch.no_grad():
-            G = torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
+            G = _rank_two(u0, v0, u1, v1, w3.shape)
         return torch.vdot(w3.reshape(-1), G.view(-1))
 
     def sigma(self, weight):

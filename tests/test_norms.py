@@ -374,11 +374,11 @@ def test_normalized_norm_equals_scale(case):
                               output_padding=layer.output_padding)
         except ValueError:
             assume(False)
-    opts = dict(scale=case["scale"], n_power_iterations=500)
+    opts = dict(scale=case["scale"], n_power_iterations=3000)   # near-equal top singular values converge slowly
     if case["kind"] == "strict" and case["shape"] is not None:
         opts["input_shape"] = case["shape"]
     apply_norm(layer, case["kind"], **opts)
-    layer.weight  # one training-mode access: 500 power iterations
+    layer.weight  # one training-mode access: 3000 power iterations
     layer.eval()
     Wb = layer.weight.detach().double()
     tol = 2e-3 if case["dtype"] == torch.float32 else 1e-5
