@@ -37,26 +37,25 @@ def _unit_norm(x, eps):
     return x / n.clamp_min(eps), n
 
 
-def _sigma_rows(w, u_buf, v_buf, n, eps, training):
-    """sigma of the matrix `w` (rows x cols, a view of the weight) from persistent unit vectors u, v.
+def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
+    """sigma of a matrix M from persistent unit vectors u, v: M = `w` (rows x cols, a view of the weight) with the
+    default `mv`, or, with `mv=_swapped_mv`, the swapped reshape of a 3-d `w` (below). In both, M^T u = u @ w.
 
-    Training: `n` power-iteration steps under no_grad, the last one ending with t = w^T u computed *with*
-    gradient; v = t/||t|| (held constant) and sigma = <t, v> = ||w^T u|| = u^T w v, so d sigma/dw = u v^T.
+    Training: `n` power-iteration steps under no_grad, the last one ending with t = M^T u computed *with*
+    gradient (u held constant); sigma = ||t|| = u^T M v for v = t/||t||, so d sigma/dM = u v^T, and v is stored.
     Eval: the same from the stored u, nothing updated."""
     if training:
         with torch.no_grad():
             v = v_buf
             for _ in range(n - 1):
-                v = _unit(torch.mv(w.t(), _unit(torch.mv(w, v), eps)), eps)
-            u = _unit(torch.mv(w, v), eps)
-        t = torch.matmul(u, w)  # = w^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
-        with torch.no_grad():   # transposed one, and adding that to the other term of w's gradient is slow)
-            v = _unit(t, eps)
-            u_buf.copy_(u)
-            v_buf.copy_(v)
-        return torch.vdot(t, v)
-    t = torch.matmul(u_buf.clone(), w)
-    return torch.vdot(t, _unit(t.detach(), eps))
+                v = _unit(torch.matmul(_unit(mv(w, v), eps), w), eps)
+            u = _unit(mv(w, v), eps)
+        t = torch.matmul(u, w)  # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
+        sigma = torch.linalg.vector_norm(t)  # transposed one, and adding that to other terms of w's gradient is slow)
+        with torch.no_grad():   # one fused copy of both vectors into their buffers
+            torch._foreach_copy_([u_buf, v_buf], [u, t / sigma.clamp_min(eps)])
+        return sigma
+    return torch.linalg.vector_norm(torch.matmul(u_buf.clone(), w))   # a copy: a later step updates u_buf in place
 
 
 @torch.no_grad()
@@ -133,7 +132,8 @@ class _Norm(nn.Module):
     def _finish(self, weight, sigma):
         "W * c / sigma (c = gamma if learnable, else the constant scale)."
         c = self.gamma if self.gamma is not None else self.scale
-        return _scale(weight, c / sigma)
+        r = sigma.reciprocal() if self.gamma is None and c == 1.0 else c / sigma   # c = 1: one graph node, not two
+        return _scale(weight, r)
 
     def forward(self, weight):
         if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
@@ -184,17 +184,8 @@ class SpectralNormW(_Norm):
         self.register_buffer("_v", v.contiguous())
 
     def sigma(self, weight):
-        if self.dim == 0:
-            return _sigma_rows(weight.flatten(1), self._u, self._v, self.n_power_iterations, self.eps, self.training)
-        w3 = weight.flatten(2)
-        A, B, K = w3.shape
-        u, v, _ = _swapped_steps(w3, self._u, self._v, self.n_power_iterations if self.training else 0, self.eps)
-        if self.training:
-            with torch.no_grad():
-                self._u.copy_(u)
-                self._v.copy_(v)
-        # sigma = u^T M v = <W, u (x) v> in the kernel's own layout: d sigma / dW = u (x) v
-        return torch.vdot(w3.reshape(-1), (u.view(1, B, 1) * v.view(A, 1, K)).view(-1))
+        w, mv = (weight.flatten(1), torch.mv) if self.dim == 0 else (weight.flatten(2), _swapped_mv)
+        return _sigma_rows(w, self._u, self._v, self.n_power_iterations, self.eps, self.training, mv)
 
 # %% ../nbs/03_norms.ipynb #c0013
 def _rank_two(u0, v0, u1, v1, shape):
