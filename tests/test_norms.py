@@ -203,13 +203,21 @@ def test_cuda(kind):
 
 
 def test_sn_matches_torch_spectral_norm():
-    "Same weights, converged vectors: our SN_w equals torch's, for Linear, Conv2d and ConvTranspose2d."
+    """Same weights, converged vectors: our SN_w equals torch's, for Linear, Conv2d and ConvTranspose2d, and so does
+    the gradient w.r.t. the raw weight (ours enters the graph as ||M^T u||, torch's as u^T M v)."""
     torch.manual_seed(0)
     for layer in [nn.Linear(7, 5), nn.Conv2d(3, 6, 3), nn.ConvTranspose2d(4, 6, 4, stride=2)]:
+        layer = layer.double()
         ours, theirs = copy.deepcopy(layer), copy.deepcopy(layer)
         apply_norm(ours, "sn", n_power_iterations=100)
         spectral_norm(theirs, n_power_iterations=100, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
-        assert torch.allclose(ours.weight, theirs.weight, atol=1e-5)
+        G = torch.randn(layer.weight.shape, dtype=torch.float64)
+        for m in (ours, theirs):
+            (m.weight * G).sum().backward()
+        assert torch.allclose(ours.weight, theirs.weight, atol=1e-10)
+        g_ours = ours.parametrizations.weight.original.grad
+        g_theirs = theirs.parametrizations.weight.original.grad
+        assert torch.allclose(g_ours, g_theirs, atol=1e-9), (type(layer).__name__, (g_ours - g_theirs).abs().max())
 
 
 def test_bsn_definition_and_dense_equals_sn():
