@@ -6,11 +6,14 @@ width 1.0 and 0.25, for: no normalization, torch's
 `torch.nn.utils.parametrizations.spectral_norm`, and our `sn`, `bssn`,
 `strict`. Variants are timed round-robin in one process (so drift hits all of
 them alike); each figure is the median over repeats, and each ratio is against
-torch's SN measured in the same run. Peak memory is measured in a fresh process
+torch's SN measured in the same run, with a 95% bootstrap interval (the
+repeats resampled; this machine's clock moves by several percent from one
+repeat to the next, so a ratio within about a percent of 1 is not resolved; the
+run records that noise itself, `clock_noise`). Peak memory is measured in a fresh process
 per variant (peak RSS growth over the steps on CPU, reset through
 /proc/self/clear_refs; `max_memory_allocated` on CUDA).
 
-    python benchmarks/run.py [--repeats 15 45] [--steps 3] [--widths 1.0 0.25] [--out FILE]
+    python benchmarks/run.py [--repeats 25 45] [--steps 3] [--widths 1.0 0.25] [--out FILE]
 
 `--repeats` takes one count per width (or one for all): a width-0.25 step is a tenth of a width-1.0 step, so
 it gets three times the repeats for a narrower interquartile range at a fraction of the time.
@@ -35,7 +38,7 @@ from bssn_book.models import CNNDiscriminator
 from bssn_book.norms import apply_norm
 
 VARIANTS = ["none", "torch_sn", "sn", "bssn", "strict"]
-DEFAULT_REPEATS = {1.0: 15, 0.25: 45}   # a width-0.25 step is ~1/10 of a width-1.0 one: more repeats, narrower IQR
+DEFAULT_REPEATS = {1.0: 25, 0.25: 45}   # a width-0.25 step is ~1/10 of a width-1.0 one: more repeats, narrower IQR
 BASELINE = "torch_sn"
 HERE = Path(__file__).resolve().parent
 
@@ -120,6 +123,51 @@ def weights_step(D, opt, real, fake):
     return loss
 
 
+def bootstrap_ci(times, stat, n=2000, level=0.95, seed=0):
+    """Percentile-bootstrap interval (`level`) of `stat(times)`, times = {name: [one value per repeat]}: `n` times, the
+    repeats are drawn with replacement, the same draw for every name (one repeat timed all of them, in one stretch
+    of the machine's speed), and `stat` is recomputed on the drawn repeats."""
+    k = {len(t) for t in times.values()}
+    if len(k) != 1:
+        raise ValueError(f"bootstrap_ci: every name needs the same number of repeats, got {sorted(k)}")
+    k = k.pop()
+    rng = random.Random(seed)
+    draws = sorted(stat({v: [t[i] for i in idx] for v, t in times.items()})
+                   for idx in ([rng.randrange(k) for _ in range(k)] for _ in range(n)))
+    tail = (1 - level) / 2
+    return draws[round(tail * (n - 1))], draws[round((1 - tail) * (n - 1))]
+
+
+def ratio_of_medians(v, base=BASELINE):
+    return lambda t: statistics.median(t[v]) / statistics.median(t[base])
+
+
+def overhead_ratio(v, base=BASELINE, zero="none"):
+    "(median(v) - median(zero)) / (median(base) - median(zero)): the normalization's own cost against torch's."
+    def stat(t):
+        z = statistics.median(t[zero])
+        return (statistics.median(t[v]) - z) / (statistics.median(t[base]) - z)
+    return stat
+
+
+def clock_noise(device, repeats=40, n=1024, calls=10):
+    """The machine's own timing noise, with nothing of this library involved: seconds for `calls` back-to-back
+    n x n float32 matrix products, `repeats` times."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
+    for _ in range(3):
+        a @ b
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            a @ b
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def iqr(x):
     q = statistics.quantiles(x, n=4)
     return q[2] - q[0]
@@ -162,7 +210,7 @@ def peak_memory(variant, width, device, steps):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, nargs="+", default=None,
-                    help="timed repeats of the D step: one count for all widths or one per width (default: 15, "
+                    help="timed repeats of the D step: one count for all widths or one per width (default: 25, "
                          "and 45 at width 0.25)")
     ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
     ap.add_argument("--norm-repeats", type=int, default=30, help="repeats of the normalization-only timing")
@@ -187,34 +235,42 @@ def main(argv=None):
             ap.error(f"--{flag.replace('_', '-')} must be at least {low}, got {min(values)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    clock = clock_noise(device)
+    print(f"clock: 10 products of 1024x1024 matrices, {len(clock)} repeats: median {1e3 * statistics.median(clock):.1f} ms, "
+          f"IQR {iqr(clock) / statistics.median(clock):.1%} of it, range {1e3 * min(clock):.1f}-{1e3 * max(clock):.1f} ms",
+          flush=True)
     rows, norm_rows = [], []
     for width in args.widths:
         med, raw, ratios = time_all(width, device, repeats[width], args.steps)
         for v in VARIANTS:
             mem = peak_memory(v, width, device, steps=3)
+            ci = bootstrap_ci(raw, ratio_of_medians(v))
             rows.append(dict(width=width, variant=v, repeats=repeats[width], median_s=med[v], iqr_s=iqr(raw[v]),
-                             ratio_vs_torch_sn=med[v] / med[BASELINE],
+                             ratio_vs_torch_sn=med[v] / med[BASELINE], ratio_ci95=list(ci),
                              paired_ratio_median=statistics.median(ratios[v]), paired_ratio_iqr=iqr(ratios[v]),
                              peak_mem_mb=mem / 2**20, times_s=raw[v]))
             print(f"width {width:4}  {v:9}  median {1e3 * med[v]:8.1f} ms  "
-                  f"x{med[v] / med[BASELINE]:.3f} vs torch SN (paired {statistics.median(ratios[v]):.3f}, "
-                  f"IQR {iqr(ratios[v]):.3f})  peak +{mem / 2**20:7.1f} MB", flush=True)
+                  f"x{med[v] / med[BASELINE]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] vs torch SN (paired "
+                  f"{statistics.median(ratios[v]):.3f}, IQR {iqr(ratios[v]):.3f})  peak +{mem / 2**20:7.1f} MB", flush=True)
         nmed, nraw, _ = time_all(width, device, args.norm_repeats, args.norm_steps, fn=weights_step)
         base = nmed["none"]
         for v in VARIANTS:
             over = nmed[v] - base
+            ci = bootstrap_ci(nraw, overhead_ratio(v)) if v != "none" else None
             norm_rows.append(dict(width=width, variant=v, median_s=nmed[v], overhead_s=over,
                                   overhead_ratio_vs_torch_sn=over / (nmed[BASELINE] - base) if v != "none" else None,
-                                  times_s=nraw[v]))
+                                  overhead_ratio_ci95=list(ci) if ci else None, times_s=nraw[v]))
             print(f"width {width:4}  {v:9}  weights fwd+bwd {1e3 * nmed[v]:7.2f} ms  normalization "
-                  f"{1e3 * over:6.2f} ms" + (f"  x{over / (nmed[BASELINE] - base):.3f} vs torch SN" if v != "none" else ""),
-                  flush=True)
+                  f"{1e3 * over:6.2f} ms" + (f"  x{over / (nmed[BASELINE] - base):.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+                                             "vs torch SN" if ci else ""), flush=True)
     result = dict(
         what="paper CNN discriminator training step, batch 64, 32x32x3, hinge loss, Adam",
         command="make bench  (python benchmarks/run.py " + " ".join(argv or sys.argv[1:]) + ")",
         device=str(device), threads=args.threads, torch=torch.__version__,
         machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats={str(w): n for w, n in repeats.items()},
         steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows,
+        clock=dict(what="seconds for 10 back-to-back products of two 1024x1024 float32 matrices, per repeat: the "
+                        "machine's own timing noise", median_s=statistics.median(clock), iqr_s=iqr(clock), times_s=clock),
         normalization_only=dict(what="all layers' weights computed (power iteration included) and the backward of "
                                      "<weight, G>: the normalization's own cost; overhead = time - the unnormalized "
                                      "variant's", repeats=args.norm_repeats, steps_per_repeat=args.norm_steps,

@@ -12,10 +12,10 @@ random order every repeat, as in run.py):
   fake batch separately, the same batch, optimizer and learning rates.
 
 Each figure is the median over repeats of iterations per second; ratios are ours / reference measured in the
-same run (>= 1.0 is the goal). Peak memory: growth of the peak RSS during 20 iterations after warm-up (Linux:
+same run (>= 1.0 is the goal), with run.py's 95% bootstrap interval. Peak memory: growth of the peak RSS during 20 iterations after warm-up (Linux:
 VmHWM reset through /proc/self/clear_refs), and the process's peak RSS, in a fresh process per variant.
 
-    python benchmarks/train_quick.py [--repeats 15] [--steps 5] [--threads N] [--out FILE]
+    python benchmarks/train_quick.py [--repeats 40] [--steps 5] [--threads N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from bssn_book.models import CNNDiscriminator, CNNGenerator
 from bssn_book.train import Trainer, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import round_robin  # noqa: E402  (the timing loop both benchmarks share)
+from run import bootstrap_ci, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
 
 VARIANTS = ["reference", "ours_sn", "ours_bssn"]
 BASELINE = "reference"
@@ -139,24 +139,29 @@ def peak_memory(variant, steps, out_dir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--steps", type=int, default=5, help="iterations per timed repeat")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     ap.add_argument("--out", default=str(HERE / "results" / "train_quick.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    import shutil
     import tempfile
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))   # the trainers' run folders, removed at the end
     load = os.getloadavg()[0]
-    med, raw = time_all(args.repeats, args.steps, tmp)
-    rows = []
-    print(f"{'variant':10} {'it/s':>8} {'x ref':>7} {'peak RSS +MB':>13} {'peak RSS MB':>12}")
-    for v in VARIANTS:
-        growth, total = peak_memory(v, 20, tmp)
-        rows.append(dict(variant=v, its_per_s=med[v], ratio_vs_reference=med[v] / med[BASELINE],
-                         peak_rss_growth_mb=growth / 2**20, peak_rss_mb=total / 2**20, its_per_s_all=raw[v]))
-        print(f"{v:10} {med[v]:8.2f} {med[v] / med[BASELINE]:7.3f} {growth / 2**20:13.1f} {total / 2**20:12.1f}",
-              flush=True)
+    try:
+        med, raw = time_all(args.repeats, args.steps, tmp)
+        rows = []
+        print(f"{'variant':10} {'it/s':>8} {'x ref':>7} {'95% interval':>16} {'peak RSS +MB':>13} {'peak RSS MB':>12}")
+        for v in VARIANTS:
+            growth, total = peak_memory(v, 20, tmp)
+            ci = bootstrap_ci(raw, ratio_of_medians(v, BASELINE))
+            rows.append(dict(variant=v, its_per_s=med[v], ratio_vs_reference=med[v] / med[BASELINE], ratio_ci95=list(ci),
+                             peak_rss_growth_mb=growth / 2**20, peak_rss_mb=total / 2**20, its_per_s_all=raw[v]))
+            print(f"{v:10} {med[v]:8.2f} {med[v] / med[BASELINE]:7.3f}   [{ci[0]:.3f}, {ci[1]:.3f}] "
+                  f"{growth / 2**20:13.1f} {total / 2**20:12.1f}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     cfg = preset("quick")
     result = dict(
         what=("iterations/s of the quick preset's training loop (1 D step + 1 G step, CNN width "

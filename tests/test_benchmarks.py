@@ -8,11 +8,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import run as bench  # noqa: E402
 
+REAL_CLOCK_NOISE = bench.clock_noise
+
 
 @pytest.fixture(autouse=True)
 def keep_thread_count(monkeypatch):
     "main() sets torch's thread count for the whole process; here it must not (later tests compare float results)."
     monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(bench, "clock_noise", lambda device: [0.2, 0.25, 0.3])   # main()'s 12 s clock check
+
+
+def test_clock_noise_times_each_repeat():
+    times = REAL_CLOCK_NOISE(bench.torch.device("cpu"), repeats=4, n=64, calls=2)
+    assert len(times) == 4 and all(t > 0 for t in times)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -32,7 +40,7 @@ def test_bad_counts_are_usage_errors(argv, message, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], {1.0: 15, 0.25: 45}), (["--widths", "0.25", "1.0"], {0.25: 45, 1.0: 15}), (["--widths", "0.5"], {0.5: 15}),
+    ([], {1.0: 25, 0.25: 45}), (["--widths", "0.25", "1.0"], {0.25: 45, 1.0: 25}), (["--widths", "0.5"], {0.5: 15}),
     (["--repeats", "7"], {1.0: 7, 0.25: 7}), (["--repeats", "3", "4"], {1.0: 3, 0.25: 4}),
 ])
 def test_repeats_per_width(argv, expected, monkeypatch, tmp_path):
@@ -42,7 +50,8 @@ def test_repeats_per_width(argv, expected, monkeypatch, tmp_path):
     def fake_time_all(width, device, repeats, steps, fn=None, seed=0):
         if fn is None:   # the D step (fn=weights_step: the normalization-only timing, its own count)
             seen[width] = repeats
-        return ({v: 1.0 + i for i, v in enumerate(bench.VARIANTS)}, {v: [1.0] * repeats for v in bench.VARIANTS},
+        return ({v: 1.0 + i for i, v in enumerate(bench.VARIANTS)},
+                {v: [1.0 + i] * repeats for i, v in enumerate(bench.VARIANTS)},
                 {v: [1.0] * repeats for v in bench.VARIANTS})
 
     monkeypatch.setattr(bench, "time_all", fake_time_all)
@@ -63,3 +72,49 @@ def test_round_robin_times_every_call_in_a_fresh_order_each_repeat():
     orders = [tuple(timed[i:i + 12:3]) for i in range(0, len(timed), 12)]         # each repeat: 4 names x 3 calls
     assert all(sorted(o) == list("abcd") for o in orders) and len(set(orders)) > 1
     assert all(t >= 0 for x in times.values() for t in x)
+
+
+def test_bootstrap_interval_of_a_ratio_of_medians():
+    "Exact for an exact ratio; for noisy repeats it brackets the point estimate and widens with the noise."
+    import random
+    base = [1.0 + 0.01 * i for i in range(20)]
+    lo, hi = bench.bootstrap_ci({"torch_sn": base, "sn": [1.1 * t for t in base]}, bench.ratio_of_medians("sn"))
+    assert lo == pytest.approx(1.1) and hi == pytest.approx(1.1)   # the same draw for both: the ratio never moves
+    rng = random.Random(3)
+    widths = []
+    for noise in (0.01, 0.2):
+        t = {"torch_sn": [1 + rng.gauss(0, noise) for _ in range(40)], "sn": [1.02 + rng.gauss(0, noise) for _ in range(40)]}
+        point = bench.ratio_of_medians("sn")(t)
+        lo, hi = bench.bootstrap_ci(t, bench.ratio_of_medians("sn"))
+        assert lo <= point <= hi
+        assert (lo, hi) == bench.bootstrap_ci(t, bench.ratio_of_medians("sn"))   # seeded: reproducible
+        widths.append(hi - lo)
+    assert widths[1] > 5 * widths[0]
+    none = [1 + rng.gauss(0, 0.2) for _ in range(40)]   # (sn - none) / (torch - none), each repeat shifted alike
+    lo, hi = bench.bootstrap_ci({"none": none, "torch_sn": [x + 0.1 for x in none], "sn": [x + 0.05 for x in none]},
+                                bench.overhead_ratio("sn"))
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same number of repeats"):
+        bench.bootstrap_ci({"torch_sn": [1.0, 2.0], "sn": [1.0]}, bench.ratio_of_medians("sn"))
+
+
+def test_result_rows_carry_the_intervals(monkeypatch, tmp_path):
+    "main() writes each step ratio's and each normalization-only ratio's 95% interval beside the point estimate."
+    def fake_time_all(width, device, repeats, steps, fn=None, seed=0):
+        raw = {v: [1.0 + i + 0.01 * (r % 3) for r in range(repeats)] for i, v in enumerate(bench.VARIANTS)}
+        return {v: sorted(t)[len(t) // 2] for v, t in raw.items()}, raw, {v: [1.0] * repeats for v in bench.VARIANTS}
+
+    monkeypatch.setattr(bench, "time_all", fake_time_all)
+    monkeypatch.setattr(bench, "peak_memory", lambda *a, **k: 0)
+    bench.main(["--widths", "0.25", "--repeats", "5", "--norm-repeats", "5", "--out", str(tmp_path / "out.json")])
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["clock"]["times_s"] == [0.2, 0.25, 0.3] and result["clock"]["median_s"] == 0.25
+    for r in result["rows"]:
+        lo, hi = r["ratio_ci95"]
+        assert lo <= r["ratio_vs_torch_sn"] <= hi
+    for r in result["normalization_only"]["rows"]:
+        if r["variant"] == "none":
+            assert r["overhead_ratio_ci95"] is None
+        else:
+            lo, hi = r["overhead_ratio_ci95"]
+            assert lo <= r["overhead_ratio_vs_torch_sn"] <= hi
