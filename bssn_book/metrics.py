@@ -164,7 +164,7 @@ _KEYS = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": 
 
 def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_samples=None, z_dim=None,
                     batch_size=64, fid=True, kid=True, isc=True, prc=False, device=None, seed=0,
-                    kid_subsets=100, weights_path=None, download=False, verbose=False):
+                    kid_subsets=100, kid_subset_size=None, weights_path=None, download=False, verbose=False):
     """FID/KID/IS/precision-recall of generated images against `real` through `torch_fidelity.calculate_metrics`.
 
     - `generator_or_samples`: a generator module `G(z)` (z ~ N(0, I) of size `z_dim`, output in [-1, 1]) or a
@@ -177,6 +177,10 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     - `device`: where the extractor runs (`None`: the generator's device, else CUDA when available);
       torch-fidelity runs on CUDA or on the CPU.
     - `seed`: seeds the generator's noise, KID's subsets and IS's shuffling.
+    - `kid_subsets`, `kid_subset_size`: KID is averaged over `kid_subsets` random subsets of `kid_subset_size`
+      images of each set (default: min(1000, n_gen, n_real)), and `kid_std` is its spread over those subsets. With
+      the default and two sets of the same size, at most 1,000, every subset is the whole set, so `kid_std` is 0 up
+      to round-off: pass a smaller `kid_subset_size` for a spread from subsets, or compare seeds.
 
     Returns a dict with `fid`, `kid`, `kid_std`, `is`, `is_std`, `precision`, `recall`, `f_score` (those asked for),
     `extractor` (the torch-fidelity name used), `num_generated` and `num_real`.
@@ -207,11 +211,17 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     n_real = len(real_ds) if real_ds is not None else 0
     if (fid or kid or prc) and min(n_gen, n_real) < 4:
         raise ValueError(f"compute_metrics: need at least 4 generated and 4 real images, got {n_gen} and {n_real}")
+    if kid_subset_size is None:
+        kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
+    elif kid and (isinstance(kid_subset_size, bool) or not isinstance(kid_subset_size, int)
+                  or not 2 <= kid_subset_size <= min(n_gen, n_real)):
+        raise ValueError(f"compute_metrics: kid_subset_size must be an integer from 2 to min(n_gen, n_real) = "
+                         f"{min(n_gen, n_real)}, got {kid_subset_size!r}")
     cuda = torch.device(device).type == "cuda"
     kwargs = dict(input1=input1, input2=real_ds, fid=fid, kid=kid, isc=isc, prc=prc, feature_extractor=name,
                   cuda=cuda, batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=verbose,
                   rng_seed=seed, samples_shuffle=False, kid_subsets=kid_subsets,
-                  kid_subset_size=min(1000, n_gen, n_real) if kid else 1000,
+                  kid_subset_size=kid_subset_size,
                   isc_splits=max(1, min(10, n_gen // 2)), **fe_kwargs)
     if isinstance(input1, GeneratorImages):
         kwargs["input1_model_num_samples"] = n_gen

@@ -170,3 +170,14 @@ def test_mixture_quality_bad_input():
     with pytest.raises(ValueError, match="N x d"):
         M.mixture_quality(torch.zeros(5, 3), c, 0.1)
     assert torch.equal(s, torch.zeros(5, 2))
+
+
+def test_kid_subset_size(digits):
+    "The default subset is the whole set (equal sizes): kid_std is round-off; smaller subsets scatter; bad sizes name it."
+    a, b = digits
+    full = M.compute_metrics(b, a, kid_subsets=10, fid=False, isc=False)
+    half = M.compute_metrics(b, a, kid_subsets=10, kid_subset_size=200, fid=False, isc=False)
+    assert full["kid_std"] < 1e-3 * abs(full["kid"]) and half["kid_std"] > 100 * full["kid_std"]
+    for bad in (1, 401, 2.5, True, "10"):
+        with pytest.raises(ValueError, match=r"kid_subset_size must be an integer from 2 to min\(n_gen, n_real\) = 400"):
+            M.compute_metrics(b, a, kid_subset_size=bad, fid=False, isc=False)
