@@ -7,7 +7,7 @@ __all__ = ['UsageError', 'parse_value', 'parse_sets', 'read_config_file', 'make_
            'run_sweep', 'format_table', 'build_parser', 'main']
 
 # %% ../nbs/08f_cli.ipynb #00000003
-import argparse, csv, itertools, json, os, subprocess, sys, time
+import argparse, csv, io, itertools, json, os, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,9 +136,32 @@ def _run_one(name, cfg, log):
     return res
 
 
+def _earlier_summary(out):
+    "The rows of an earlier sweep's `summary.json` in `out` by run name ({} if none); an unreadable one is an error."
+    path = out / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        rows = json.loads(path.read_text())
+        return {r["run"]: r for r in rows}
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"{path} is not a sweep summary ({type(e).__name__}: {e}); move it away, or sweep into "
+                         "another --out") from None
+
+
+def _write_atomic(path, text):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
-    "Run `(name, config)` pairs as local processes, `jobs` at a time; returns the summary rows (also written to `out`)."
+    """Run `(name, config)` pairs as local processes, `jobs` at a time; returns this sweep's summary rows.
+
+    The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier sweeps into the same folder:
+    a run of the same name is replaced (keeping its training time if it was only skipped this time), others stay."""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_summary(out)   # read (and checked) before anything runs
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda nc: _run_one(nc[0], nc[1], log), runs))
     rows = []
@@ -148,10 +171,15 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
                      "status": r["status"], "step": r.get("step"), "loss_d": r.get("loss_d"),
                      "loss_g": r.get("loss_g"), **{k: m[k] for k in ("fid", "kid", "is", "modes_covered", "high_quality")
                                                    if k in m}, "time_s": round(r.get("time_s", 0.0), 1)})
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(rows)
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    for r in rows:
+        if r["status"] == "skipped (done)" and r["run"] in earlier:
+            r["time_s"] = earlier[r["run"]].get("time_s", r["time_s"])
+    merged = [r for name, r in earlier.items() if name not in {r["run"] for r in rows}] + rows
+    keys = list(dict.fromkeys(k for r in merged for k in r))
+    table = io.StringIO()
+    w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
+    _write_atomic(out / "summary.csv", table.getvalue())
+    _write_atomic(out / "summary.json", json.dumps(merged, indent=1))
     return rows
 
 

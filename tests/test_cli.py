@@ -1,4 +1,5 @@
 """The `bssn-book` command line: train, eval, sweep end to end on tiny configurations; one-line errors, exit 2."""
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -145,3 +146,25 @@ def test_preset_files_match_the_presets():
     assert sorted(f.stem for f in files) == sorted(PRESETS)
     for f in files:
         assert cli.make_config(config=f) == preset(f.stem), f.name
+
+
+def test_a_later_sweep_into_the_same_folder_keeps_the_earlier_rows(tmp_path, capsys):
+    "Two sweeps, one folder: one summary with both; a rerun replaces rows by name; an unreadable summary stops it early."
+    out = tmp_path / "sweep"
+    common = ["--scales", "1.2", "--seeds", "0", "--out", str(out), "--set", *TINY, "iterations=2"]
+    assert run_main(["sweep", "--kinds", "sn", *common], capsys)[0] == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert run_main(["sweep", "--kinds", "bssn", *common], capsys)[0] == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["run"] for r in rows] == ["sn-c1.2-seed0", "bssn-c1.2-seed0"] and rows[0] == first[0]
+    with open(out / "summary.csv") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["sn-c1.2-seed0", "bssn-c1.2-seed0"]
+    assert run_main(["sweep", "--kinds", "sn", *common], capsys)[0] == 0      # done: skipped, its time kept
+    again = {r["run"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert again["sn-c1.2-seed0"]["status"] == "skipped (done)" and len(again) == 2
+    assert again["sn-c1.2-seed0"]["time_s"] == first[0]["time_s"] > 0
+    (out / "summary.json").write_text("{not json")
+    code, stdout, err = run_main(["sweep", "--kinds", "ssn", *common], capsys)
+    assert code == 2 and "summary.json is not a sweep summary" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "ssn-c1.2-seed0").exists() and (out / "summary.json").read_text() == "{not json"
+    assert not list(out.glob(".*.tmp"))
