@@ -42,8 +42,9 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
     default `mv`, or, with `mv=_swapped_mv`, the swapped reshape of a 3-d `w` (below). In both, M^T u = u @ w.
 
     Training: `n` power-iteration steps under no_grad, the last one ending with t = M^T u computed *with*
-    gradient (u held constant); sigma = ||t|| = u^T M v for v = t/||t||, so d sigma/dM = u v^T, and v is stored.
-    Eval: the same from the stored u, nothing updated."""
+    gradient (u held constant); v = t/||t|| (held constant, stored) and sigma = <t, v> = ||t|| = u^T M v.
+    Both vectors constant make sigma linear in M, as in torch's spectral_norm and in BSN: d sigma/dM = u v^T, and
+    second derivatives (a penalty on D's weight gradients) are torch's too. Eval: the same from the stored u."""
     if training:
         with torch.no_grad():
             v = v_buf
@@ -51,11 +52,13 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
                 v = _unit(torch.matmul(_unit(mv(w, v), eps), w), eps)
             u = _unit(mv(w, v), eps)
         t = torch.matmul(u, w)  # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
-        sigma = torch.linalg.vector_norm(t)  # transposed one, and adding that to other terms of w's gradient is slow)
-        with torch.no_grad():   # one fused copy of both vectors into their buffers
-            torch._foreach_copy_([u_buf, v_buf], [u, t / sigma.clamp_min(eps)])
-        return sigma
-    return torch.linalg.vector_norm(torch.matmul(u_buf.clone(), w))   # a copy: a later step updates u_buf in place
+        with torch.no_grad():   # transposed one, and adding that to other terms of w's gradient is slow)
+            v = _unit(t, eps)
+            torch._foreach_copy_([u_buf, v_buf], [u, v])   # one fused copy of both vectors into their buffers
+    else:
+        t = torch.matmul(u_buf.clone(), w)   # a copy: a later training step updates u_buf in place
+        v = _unit(t.detach(), eps)
+    return torch.vdot(t.view(-1), v.view(-1)) if t.dim() > 1 else torch.vdot(t, v)
 
 
 @torch.no_grad()

@@ -203,21 +203,31 @@ def test_cuda(kind):
 
 
 def test_sn_matches_torch_spectral_norm():
-    """Same weights, converged vectors: our SN_w equals torch's, for Linear, Conv2d and ConvTranspose2d, and so does
-    the gradient w.r.t. the raw weight (ours enters the graph as ||M^T u||, torch's as u^T M v)."""
+    """Our SN_w is torch's spectral_norm, for Linear, Conv2d and ConvTranspose2d: from the same unconverged vectors,
+    two training forwards give the same normalized weight, the same stored vectors, the same gradient w.r.t. the raw
+    weight and the same second derivative (a Hessian-vector product: sigma is linear in W, both vectors constant)."""
     torch.manual_seed(0)
     for layer in [nn.Linear(7, 5), nn.Conv2d(3, 6, 3), nn.ConvTranspose2d(4, 6, 4, stride=2)]:
         layer = layer.double()
         ours, theirs = copy.deepcopy(layer), copy.deepcopy(layer)
-        apply_norm(ours, "sn", n_power_iterations=100)
-        spectral_norm(theirs, n_power_iterations=100, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
-        G = torch.randn(layer.weight.shape, dtype=torch.float64)
-        for m in (ours, theirs):
-            (m.weight * G).sum().backward()
-        assert torch.allclose(ours.weight, theirs.weight, atol=1e-10)
-        g_ours = ours.parametrizations.weight.original.grad
-        g_theirs = theirs.parametrizations.weight.original.grad
-        assert torch.allclose(g_ours, g_theirs, atol=1e-9), (type(layer).__name__, (g_ours - g_theirs).abs().max())
+        apply_norm(ours, "sn", n_power_iterations=1)
+        spectral_norm(theirs, n_power_iterations=1, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
+        po, pt = ours.parametrizations.weight[0], theirs.parametrizations.weight[0]
+        with torch.no_grad():   # the same start, far from converged
+            pt._v.copy_(F.normalize(torch.randn_like(pt._v), dim=0))
+            po._v.copy_(pt._v.view_as(po._v))
+        G, H = (torch.randn(layer.weight.shape, dtype=torch.float64) for _ in range(2))
+        for _ in range(2):
+            out = {}
+            for name, m in (("ours", ours), ("theirs", theirs)):
+                raw = m.parametrizations.weight.original
+                w = m.weight
+                (g,) = torch.autograd.grad((w * G).sum(), raw, create_graph=True)
+                (hvp,) = torch.autograd.grad((g * H).sum(), raw)
+                out[name] = (w.detach(), g.detach(), hvp)
+            for a, b, what in zip(out["ours"], out["theirs"], ("weight", "gradient", "Hessian-vector product")):
+                assert torch.allclose(a, b, atol=1e-9), (type(layer).__name__, what, float((a - b).abs().max()))
+            assert torch.allclose(po._u, pt._u, atol=1e-12) and torch.allclose(po._v.flatten(), pt._v, atol=1e-12)
 
 
 def test_bsn_definition_and_dense_equals_sn():
