@@ -7,7 +7,7 @@ __all__ = ['UsageError', 'parse_value', 'parse_sets', 'read_config_file', 'make_
            'run_sweep', 'format_table', 'build_parser', 'main']
 
 # %% ../nbs/08f_cli.ipynb #00000003
-import argparse, csv, io, itertools, json, os, subprocess, sys, time
+import argparse, contextlib, csv, io, itertools, json, os, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,6 +104,10 @@ def sweep_runs(base, kinds, scales, seeds, settings=None, out="runs/sweep"):
             d = {**base, **(SETTINGS[setting] if setting else {}), "norm": kind, "scale": scale, "seed": seed,
                  "out_dir": str(out / name), "progress": False}
             runs.append((name, TrainConfig.from_dict(d).validate()))
+    names = [name for name, _ in runs]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise UsageError(f"these runs would share one folder: {', '.join(twice)} (a kind, scale, seed or setting given "
+                         "twice?)")
     return runs
 
 
@@ -149,10 +153,37 @@ def _earlier_summary(out):
                          "another --out") from None
 
 
+try:
+    import fcntl
+except ImportError:   # Windows: no lock
+    fcntl = None
+
+
+@contextlib.contextmanager
+def _summary_lock(out):
+    "An exclusive lock on the summary files in `out` (where fcntl exists): two sweeps into one folder both get merged."
+    if fcntl is None:
+        yield
+        return
+    with open(out / ".summary.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_atomic(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    "Write `text` to `path` through a temporary file of its own in the same folder, so a reader never sees half a file."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
@@ -161,7 +192,7 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
     The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier sweeps into the same folder:
     a run of the same name is replaced (keeping its training time if it was only skipped this time), others stay."""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_summary(out)   # read (and checked) before anything runs
+    _earlier_summary(out)   # an unreadable summary stops the sweep before anything runs
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda nc: _run_one(nc[0], nc[1], log), runs))
     rows = []
@@ -171,15 +202,18 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
                      "status": r["status"], "step": r.get("step"), "loss_d": r.get("loss_d"),
                      "loss_g": r.get("loss_g"), **{k: m[k] for k in ("fid", "kid", "is", "modes_covered", "high_quality")
                                                    if k in m}, "time_s": round(r.get("time_s", 0.0), 1)})
-    for r in rows:
-        if r["status"] == "skipped (done)" and r["run"] in earlier:
-            r["time_s"] = earlier[r["run"]].get("time_s", r["time_s"])
-    merged = [r for name, r in earlier.items() if name not in {r["run"] for r in rows}] + rows
-    keys = list(dict.fromkeys(k for r in merged for k in r))
-    table = io.StringIO()
-    w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
-    _write_atomic(out / "summary.csv", table.getvalue())
-    _write_atomic(out / "summary.json", json.dumps(merged, indent=1))
+    with _summary_lock(out):   # read again under the lock: another sweep into `out` may have written meanwhile
+        earlier = _earlier_summary(out)
+        for r in rows:
+            e = earlier.get(r["run"])
+            if r["status"] == "skipped (done)" and e and e.get("status") in ("done", "skipped (done)"):
+                r["time_s"] = e.get("time_s", r["time_s"])
+        merged = [r for name, r in earlier.items() if name not in {r["run"] for r in rows}] + rows
+        keys = list(dict.fromkeys(k for r in merged for k in r))
+        table = io.StringIO()
+        w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
+        _write_atomic(out / "summary.csv", table.getvalue())
+        _write_atomic(out / "summary.json", json.dumps(merged, indent=1))
     return rows
 
 

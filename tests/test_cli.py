@@ -168,3 +168,32 @@ def test_a_later_sweep_into_the_same_folder_keeps_the_earlier_rows(tmp_path, cap
     assert code == 2 and "summary.json is not a sweep summary" in err and len(err.strip().splitlines()) == 1
     assert not (out / "ssn-c1.2-seed0").exists() and (out / "summary.json").read_text() == "{not json"
     assert not list(out.glob(".*.tmp"))
+
+
+def test_two_sweeps_into_one_folder_at_once_both_land_in_the_summary(tmp_path, monkeypatch):
+    "The summary is read again and merged under a lock at the end, so a sweep running alongside loses no rows."
+    import threading
+    import time as _time
+
+    def fake_run_one(name, cfg, log):
+        _time.sleep(0.5 if cfg.norm == "sn" else 1.0)   # sn's sweep finishes first; bssn's read at start saw nothing
+        return {"status": "done", "step": 2, "time_s": 1.0}
+
+    monkeypatch.setattr(cli, "_run_one", fake_run_one)
+    base = cli.make_config("quick", sets=cli.parse_sets(TINY + ["iterations=2"])).to_dict()
+    out = tmp_path / "sweep"
+    sweeps = [cli.sweep_runs(base, [kind], [1.0], [0], None, out) for kind in ("sn", "bssn")]
+    threads = [threading.Thread(target=cli.run_sweep, args=(runs,), kwargs=dict(out=out, log=lambda m: None))
+               for runs in sweeps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r["run"] for r in json.loads((out / "summary.json").read_text())] == ["sn-c1-seed0", "bssn-c1-seed0"]
+    assert not list(out.glob(".summary.*.tmp"))
+
+
+def test_sweep_refuses_runs_that_would_share_a_folder():
+    base = cli.make_config("quick", sets=cli.parse_sets(TINY)).to_dict()
+    with pytest.raises(cli.UsageError, match="share one folder: sn-c1-seed0"):
+        cli.sweep_runs(base, ["sn"], [1.0, 1.0], [0], None, "unused")
