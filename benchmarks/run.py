@@ -127,10 +127,10 @@ def bootstrap_ci(times, stat, n=2000, level=0.95, seed=0):
     """Percentile-bootstrap interval (`level`) of `stat(times)`, times = {name: [one value per repeat]}: `n` times, the
     repeats are drawn with replacement, the same draw for every name (one repeat timed all of them, in one stretch
     of the machine's speed), and `stat` is recomputed on the drawn repeats."""
-    k = {len(t) for t in times.values()}
-    if len(k) != 1:
-        raise ValueError(f"bootstrap_ci: every name needs the same number of repeats, got {sorted(k)}")
-    k = k.pop()
+    counts = {v: len(t) for v, t in times.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"bootstrap_ci: every name needs the same number of repeats, got {counts}")
+    k = next(iter(counts.values()))
     rng = random.Random(seed)
     draws = sorted(stat({v: [t[i] for i in idx] for v, t in times.items()})
                    for idx in ([rng.randrange(k) for _ in range(k)] for _ in range(n)))

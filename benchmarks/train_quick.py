@@ -144,6 +144,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     ap.add_argument("--out", default=str(HERE / "results" / "train_quick.json"))
     args = ap.parse_args(argv)
+    for flag, value, low in (("repeats", args.repeats, 2), ("steps", args.steps, 1)):   # medians and intervals need
+        if value < low:                                                                   # at least two repeats
+            ap.error(f"--{flag} must be at least {low}, got {value}")
     torch.set_num_threads(args.threads)
     import shutil
     import tempfile

@@ -8,7 +8,7 @@ __all__ = ['MNIST_EXTRACTOR', 'INCEPTION_EXTRACTOR', 'INCEPTION_WEIGHTS_FILE', '
            'GeneratorImages', 'inception_weights_path', 'compute_metrics', 'mixture_quality']
 
 # %% ../nbs/08d_metrics.ipynb #fd8bc20d
-import math, os, pathlib, warnings
+import math, numbers, os, pathlib, warnings
 from importlib import resources
 
 import numpy as np
@@ -213,7 +213,7 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
         raise ValueError(f"compute_metrics: need at least 4 generated and 4 real images, got {n_gen} and {n_real}")
     if kid_subset_size is None:
         kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
-    elif kid and (isinstance(kid_subset_size, bool) or not isinstance(kid_subset_size, int)
+    elif kid and (isinstance(kid_subset_size, bool) or not isinstance(kid_subset_size, numbers.Integral)
                   or not 2 <= kid_subset_size <= min(n_gen, n_real)):
         raise ValueError(f"compute_metrics: kid_subset_size must be an integer from 2 to min(n_gen, n_real) = "
                          f"{min(n_gen, n_real)}, got {kid_subset_size!r}")
@@ -221,7 +221,7 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     kwargs = dict(input1=input1, input2=real_ds, fid=fid, kid=kid, isc=isc, prc=prc, feature_extractor=name,
                   cuda=cuda, batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=verbose,
                   rng_seed=seed, samples_shuffle=False, kid_subsets=kid_subsets,
-                  kid_subset_size=kid_subset_size,
+                  kid_subset_size=int(kid_subset_size),
                   isc_splits=max(1, min(10, n_gen // 2)), **fe_kwargs)
     if isinstance(input1, GeneratorImages):
         kwargs["input1_model_num_samples"] = n_gen

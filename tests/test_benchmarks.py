@@ -94,7 +94,7 @@ def test_bootstrap_interval_of_a_ratio_of_medians():
     lo, hi = bench.bootstrap_ci({"none": none, "torch_sn": [x + 0.1 for x in none], "sn": [x + 0.05 for x in none]},
                                 bench.overhead_ratio("sn"))
     assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="same number of repeats"):
+    with pytest.raises(ValueError, match=r"same number of repeats, got \{'torch_sn': 2, 'sn': 1\}"):
         bench.bootstrap_ci({"torch_sn": [1.0, 2.0], "sn": [1.0]}, bench.ratio_of_medians("sn"))
 
 
@@ -118,3 +118,13 @@ def test_result_rows_carry_the_intervals(monkeypatch, tmp_path):
         else:
             lo, hi = r["overhead_ratio_ci95"]
             assert lo <= r["overhead_ratio_vs_torch_sn"] <= hi
+
+
+@pytest.mark.parametrize("argv, message", [(["--repeats", "1"], "--repeats must be at least 2, got 1"),
+                                          (["--steps", "0"], "--steps must be at least 1, got 0")])
+def test_train_quick_refuses_counts_it_cannot_compute_an_interval_from(argv, message, capsys, monkeypatch):
+    import train_quick
+    monkeypatch.setattr(train_quick, "time_all", lambda *a, **k: pytest.fail("timing started despite a bad count"))
+    with pytest.raises(SystemExit) as e:
+        train_quick.main(argv + ["--out", "/nonexistent/never-written.json"])
+    assert e.value.code == 2 and message in capsys.readouterr().err

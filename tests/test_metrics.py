@@ -178,6 +178,7 @@ def test_kid_subset_size(digits):
     full = M.compute_metrics(b, a, kid_subsets=10, fid=False, isc=False)
     half = M.compute_metrics(b, a, kid_subsets=10, kid_subset_size=200, fid=False, isc=False)
     assert full["kid_std"] < 1e-3 * abs(full["kid"]) and half["kid_std"] > 100 * full["kid_std"]
+    assert M.compute_metrics(b, a, kid_subsets=10, kid_subset_size=np.int64(200), fid=False, isc=False) == half
     for bad in (1, 401, 2.5, True, "10"):
         with pytest.raises(ValueError, match=r"kid_subset_size must be an integer from 2 to min\(n_gen, n_real\) = 400"):
             M.compute_metrics(b, a, kid_subset_size=bad, fid=False, isc=False)
