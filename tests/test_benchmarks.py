@@ -94,6 +94,8 @@ def test_bootstrap_interval_of_a_ratio_of_medians():
     lo, hi = bench.bootstrap_ci({"none": none, "torch_sn": [x + 0.1 for x in none], "sn": [x + 0.05 for x in none]},
                                 bench.overhead_ratio("sn"))
     assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    flat = {"none": [1.0, 1.0, 1.0], "torch_sn": [1.0, 1.0, 1.0], "sn": [1.5, 1.5, 1.5]}   # torch's cost invisible
+    assert bench.overhead_ratio("sn")(flat) == float("inf") == bench.bootstrap_ci(flat, bench.overhead_ratio("sn"))[0]
     with pytest.raises(ValueError, match=r"same number of repeats, got \{'torch_sn': 2, 'sn': 1\}"):
         bench.bootstrap_ci({"torch_sn": [1.0, 2.0], "sn": [1.0]}, bench.ratio_of_medians("sn"))
 
