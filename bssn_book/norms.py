@@ -47,9 +47,7 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
     second derivatives (a penalty on D's weight gradients) are torch's too. Eval: the same from the stored u."""
     if training:
         with torch.no_grad():
-            v = v_buf
-            for _ in range(n - 1):
-                v = _unit(torch.matmul(_unit(mv(w, v), eps), w), eps)
+            v = _steps(w, u_buf, v_buf, n - 1, eps, mv)[1] if n > 1 else v_buf
             u = _unit(mv(w, v), eps)
         t = torch.matmul(u, w)  # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
         with torch.no_grad():   # transposed one, and adding that to other terms of w's gradient is slow)
@@ -61,19 +59,6 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
     return torch.vdot(t.view(-1), v.view(-1)) if t.dim() > 1 else torch.vdot(t, v)
 
 
-@torch.no_grad()
-def _rows_steps(w, u, v, n, eps):
-    """`n` >= 0 power-iteration steps for the matrix `w` from unit v (n = 0: v from u). Returns unit u, v and the
-    estimate sigma = ||w^T u|| = u^T w v (each step ends with v = w^T u / ||w^T u||, so sigma comes for free)."""
-    for _ in range(n):
-        u = _unit(torch.mv(w, v), eps)
-        v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
-    if n == 0:   # u is the caller's buffer: a copy, so that autograd never saves a tensor a later step updates in place
-        u = u.clone()
-        v, sigma = _unit_norm(torch.mv(w.t(), u), eps)
-    return u, v, sigma
-
-
 def _swapped_mv(w3, v):
     """M v for M = `w3` (A, B, K) with its first two dims swapped, reshaped B x (A*K); v: (A, K).
 
@@ -83,14 +68,16 @@ def _swapped_mv(w3, v):
 
 
 @torch.no_grad()
-def _swapped_steps(w3, u, v, n, eps):
-    "As `_rows_steps` for M (B x A*K, the swapped reshape of `w3`); v has shape (A, K). M^T u = u @ w3."
+def _steps(w, u, v, n, eps, mv=torch.mv):
+    """`n` >= 0 power-iteration steps for M (as in `_sigma_rows`: `w`, or with `mv=_swapped_mv` the swapped reshape
+    of a 3-d `w`; M^T u = u @ w) from unit v (n = 0: v from u). Returns unit u, v and the estimate
+    sigma = ||M^T u|| = u^T M v (each step ends with v = M^T u / ||M^T u||, so sigma comes for free)."""
     for _ in range(n):
-        u = _unit(_swapped_mv(w3, v), eps)
-        v, sigma = _unit_norm(torch.matmul(u, w3), eps)
-    if n == 0:   # as in `_rows_steps`: a copy of the buffer
+        u = _unit(mv(w, v), eps)
+        v, sigma = _unit_norm(torch.matmul(u, w), eps)
+    if n == 0:   # u is the caller's buffer: a copy, so that autograd never saves a tensor a later step updates in place
         u = u.clone()
-        v, sigma = _unit_norm(torch.matmul(u, w3), eps)
+        v, sigma = _unit_norm(torch.matmul(u, w), eps)
     return u, v, sigma
 
 # %% ../nbs/03_norms.ipynb #c0011
@@ -199,7 +186,7 @@ def _rank_two(u0, v0, u1, v1, shape):
 
 class _BidirectionalScale(torch.autograd.Function):
     """W * (2c / s) for s = sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (the four unit vectors held constant), with
-    s given: the power iterations return it (`_rows_steps`, `_swapped_steps`). One graph node per layer instead of
+    s given: the power iterations return it (`_steps`). One graph node per layer instead of
     about ten, and no weight-sized u0 (x) v0 + u1 (x) v1 in the forward; the backward,
     g * r - (r / s) <g, W> (u0 (x) v0 + u1 (x) v1) with r = 2c/s, adds the two rank-one terms in place.
     When the backward itself is differentiated (`create_graph=True` through this node: a penalty on D's weight
@@ -260,8 +247,8 @@ class BidirectionalSpectralNorm(_Norm):
         """The four unit vectors after this access's power iteration (none in eval mode), and the two estimates
         sigma_0 = u0^T W v0, sigma_1 = u1^T M v1 (no gradient); updates the buffers in training mode."""
         n = self.n_power_iterations if self.training else 0
-        u0, v0, s0 = _rows_steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
-        u1, v1, s1 = _swapped_steps(w3, self._u1, self._v1, n, self.eps)
+        u0, v0, s0 = _steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
+        u1, v1, s1 = _steps(w3, self._u1, self._v1, n, self.eps, _swapped_mv)
         if self.training:
             with torch.no_grad():  # one fused in-place copy of the four vectors into their buffers
                 torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
@@ -320,23 +307,17 @@ class OperatorNorm(_Norm):
                                   **self.conv_kwargs)
         self.register_buffer("_x", x.unsqueeze(0).contiguous())
 
-    def _forward_op(self, x, w):
-        return self._op.forward(x, w)
-
-    def _adjoint_op(self, y, w):
-        return self._op.adjoint(y, w)
-
     def sigma(self, weight):
         if self.training:
             with torch.no_grad():
                 x = self._x
                 for _ in range(self.n_power_iterations):
-                    x = _unit(self._adjoint_op(self._forward_op(x, weight), weight), self.eps)
-            sigma = torch.linalg.vector_norm(self._forward_op(x, weight))
+                    x = _unit(self._op.adjoint(self._op.forward(x, weight), weight), self.eps)
+            sigma = torch.linalg.vector_norm(self._op.forward(x, weight))
             with torch.no_grad():
                 self._x.copy_(x)
             return sigma
-        return torch.linalg.vector_norm(self._forward_op(self._x.clone(), weight))
+        return torch.linalg.vector_norm(self._op.forward(self._x.clone(), weight))
 
 # %% ../nbs/03_norms.ipynb #c0015
 class GammaScale(nn.Module):
