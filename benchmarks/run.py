@@ -8,7 +8,7 @@ width 1.0 and 0.25, for: no normalization, torch's
 them alike); each figure is the median over repeats, and each ratio is against
 torch's SN measured in the same run, with a 95% bootstrap interval (the
 repeats resampled; this machine's clock moves by several percent from one
-repeat to the next, so a ratio within about a percent of 1 is not resolved; the
+repeat to the next, so a ratio within a percent or two of 1 is not resolved; the
 run records that noise itself, `clock_noise`). Peak memory is measured in a fresh process
 per variant (peak RSS growth over the steps on CPU, reset through
 /proc/self/clear_refs; `max_memory_allocated` on CUDA).
@@ -153,7 +153,10 @@ def overhead_ratio(v, base=BASELINE, zero="none"):
     return stat
 
 
-def clock_noise(device, repeats=40, n=1024, calls=10):
+CLOCK = dict(repeats=40, n=1024, calls=10)   # clock_noise's defaults, also named in the result file
+
+
+def clock_noise(device, repeats=CLOCK["repeats"], n=CLOCK["n"], calls=CLOCK["calls"]):
     """The machine's own timing noise, with nothing of this library involved: seconds for `calls` back-to-back
     n x n float32 matrix products, `repeats` times."""
     g = torch.Generator().manual_seed(0)
@@ -169,6 +172,16 @@ def clock_noise(device, repeats=40, n=1024, calls=10):
         sync(device)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def check_counts(ap, **counts):
+    """`ap.error` (exit 2, before any timing) unless every count is at least 2 for repeats (a median and an interval
+    need two) and 1 otherwise; `counts`: {flag name: value or list of values}."""
+    for flag, values in counts.items():
+        low = 2 if "repeats" in flag else 1
+        worst = min(values) if isinstance(values, (list, tuple)) else values
+        if worst < low:
+            ap.error(f"--{flag.replace('_', '-')} must be at least {low}, got {worst}")
 
 
 def iqr(x):
@@ -231,29 +244,28 @@ def main(argv=None):
         repeats = dict(zip(args.widths, args.repeats * len(args.widths) if len(args.repeats) == 1 else args.repeats))
     else:
         ap.error(f"--repeats takes one count or one per width ({len(args.widths)}), got {len(args.repeats)}")
-    for flag, values in (("repeats", list(repeats.values())), ("norm_repeats", [args.norm_repeats]), ("steps", [args.steps]),
-                         ("norm_steps", [args.norm_steps])):
-        low = 2 if "repeats" in flag else 1   # medians and interquartile ranges need at least two repeats
-        if min(values) < low:
-            ap.error(f"--{flag.replace('_', '-')} must be at least {low}, got {min(values)}")
+    check_counts(ap, repeats=list(repeats.values()), norm_repeats=args.norm_repeats, steps=args.steps,
+                 norm_steps=args.norm_steps)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     clock = clock_noise(device)
-    print(f"clock: 10 products of 1024x1024 matrices, {len(clock)} repeats: median {1e3 * statistics.median(clock):.1f} ms, "
-          f"IQR {iqr(clock) / statistics.median(clock):.1%} of it, range {1e3 * min(clock):.1f}-{1e3 * max(clock):.1f} ms",
+    clock_what = (f"seconds for {CLOCK['calls']} back-to-back products of two {CLOCK['n']}x{CLOCK['n']} float32 "
+                  f"matrices, per repeat ({CLOCK['repeats']} repeats): the machine's own timing noise")
+    print(f"clock: {clock_what}: median {1e3 * statistics.median(clock):.1f} ms, IQR "
+          f"{iqr(clock) / statistics.median(clock):.1%} of it, range {1e3 * min(clock):.1f}-{1e3 * max(clock):.1f} ms",
           flush=True)
     rows, norm_rows = [], []
     for width in args.widths:
         med, raw, ratios = time_all(width, device, repeats[width], args.steps)
         for v in VARIANTS:
             mem = peak_memory(v, width, device, steps=3)
-            ci = bootstrap_ci(raw, ratio_of_medians(v))
+            ratio, ci = ratio_of_medians(v)(raw), bootstrap_ci(raw, ratio_of_medians(v))
             rows.append(dict(width=width, variant=v, repeats=repeats[width], median_s=med[v], iqr_s=iqr(raw[v]),
-                             ratio_vs_torch_sn=med[v] / med[BASELINE], ratio_ci95=list(ci),
+                             ratio_vs_torch_sn=ratio, ratio_ci95=list(ci),
                              paired_ratio_median=statistics.median(ratios[v]), paired_ratio_iqr=iqr(ratios[v]),
                              peak_mem_mb=mem / 2**20, times_s=raw[v]))
             print(f"width {width:4}  {v:9}  median {1e3 * med[v]:8.1f} ms  "
-                  f"x{med[v] / med[BASELINE]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] vs torch SN (paired "
+                  f"x{ratio:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] vs torch SN (paired "
                   f"{statistics.median(ratios[v]):.3f}, IQR {iqr(ratios[v]):.3f})  peak +{mem / 2**20:7.1f} MB", flush=True)
         nmed, nraw, _ = time_all(width, device, args.norm_repeats, args.norm_steps, fn=weights_step)
         base = nmed["none"]
@@ -273,8 +285,7 @@ def main(argv=None):
         device=str(device), threads=args.threads, torch=torch.__version__,
         machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats={str(w): n for w, n in repeats.items()},
         steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows,
-        clock=dict(what="seconds for 10 back-to-back products of two 1024x1024 float32 matrices, per repeat: the "
-                        "machine's own timing noise", median_s=statistics.median(clock), iqr_s=iqr(clock), times_s=clock),
+        clock=dict(what=clock_what, median_s=statistics.median(clock), iqr_s=iqr(clock), times_s=clock),
         normalization_only=dict(what="all layers' weights computed (power iteration included) and the backward of "
                                      "<weight, G>: the normalization's own cost; overhead = time - the unnormalized "
                                      "variant's", repeats=args.norm_repeats, steps_per_repeat=args.norm_steps,

@@ -38,7 +38,7 @@ from bssn_book.models import CNNDiscriminator, CNNGenerator
 from bssn_book.train import Trainer, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import bootstrap_ci, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
+from run import bootstrap_ci, check_counts, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
 
 VARIANTS = ["reference", "ours_sn", "ours_bssn"]
 BASELINE = "reference"
@@ -144,9 +144,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     ap.add_argument("--out", default=str(HERE / "results" / "train_quick.json"))
     args = ap.parse_args(argv)
-    for flag, value, low in (("repeats", args.repeats, 2), ("steps", args.steps, 1)):   # medians and intervals need
-        if value < low:                                                                   # at least two repeats
-            ap.error(f"--{flag} must be at least {low}, got {value}")
+    check_counts(ap, repeats=args.repeats, steps=args.steps)
     torch.set_num_threads(args.threads)
     import shutil
     import tempfile
@@ -158,10 +156,10 @@ def main(argv=None):
         print(f"{'variant':10} {'it/s':>8} {'x ref':>7} {'95% interval':>16} {'peak RSS +MB':>13} {'peak RSS MB':>12}")
         for v in VARIANTS:
             growth, total = peak_memory(v, 20, tmp)
-            ci = bootstrap_ci(raw, ratio_of_medians(v, BASELINE))
-            rows.append(dict(variant=v, its_per_s=med[v], ratio_vs_reference=med[v] / med[BASELINE], ratio_ci95=list(ci),
+            ratio, ci = ratio_of_medians(v, BASELINE)(raw), bootstrap_ci(raw, ratio_of_medians(v, BASELINE))
+            rows.append(dict(variant=v, its_per_s=med[v], ratio_vs_reference=ratio, ratio_ci95=list(ci),
                              peak_rss_growth_mb=growth / 2**20, peak_rss_mb=total / 2**20, its_per_s_all=raw[v]))
-            print(f"{v:10} {med[v]:8.2f} {med[v] / med[BASELINE]:7.3f}   [{ci[0]:.3f}, {ci[1]:.3f}] "
+            print(f"{v:10} {med[v]:8.2f} {ratio:7.3f}   [{ci[0]:.3f}, {ci[1]:.3f}] "
                   f"{growth / 2**20:13.1f} {total / 2**20:12.1f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

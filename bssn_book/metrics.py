@@ -211,12 +211,13 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     n_real = len(real_ds) if real_ds is not None else 0
     if (fid or kid or prc) and min(n_gen, n_real) < 4:
         raise ValueError(f"compute_metrics: need at least 4 generated and 4 real images, got {n_gen} and {n_real}")
-    if kid_subset_size is None:
-        kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
-    elif kid and (isinstance(kid_subset_size, bool) or not isinstance(kid_subset_size, numbers.Integral)
-                  or not 2 <= kid_subset_size <= min(n_gen, n_real)):
+    if kid_subset_size is not None and (isinstance(kid_subset_size, bool)
+                                        or not isinstance(kid_subset_size, numbers.Integral)
+                                        or kid and not 2 <= kid_subset_size <= min(n_gen, n_real)):
         raise ValueError(f"compute_metrics: kid_subset_size must be an integer from 2 to min(n_gen, n_real) = "
                          f"{min(n_gen, n_real)}, got {kid_subset_size!r}")
+    if kid_subset_size is None or not kid:   # torch-fidelity reads it only for KID
+        kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
     cuda = torch.device(device).type == "cuda"
     kwargs = dict(input1=input1, input2=real_ds, fid=fid, kid=kid, isc=isc, prc=prc, feature_extractor=name,
                   cuda=cuda, batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=verbose,

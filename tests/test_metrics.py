@@ -182,3 +182,5 @@ def test_kid_subset_size(digits):
     for bad in (1, 401, 2.5, True, "10"):
         with pytest.raises(ValueError, match=r"kid_subset_size must be an integer from 2 to min\(n_gen, n_real\) = 400"):
             M.compute_metrics(b, a, kid_subset_size=bad, fid=False, isc=False)
+    with pytest.raises(ValueError, match="kid_subset_size must be an integer"):   # named even when KID is off
+        M.compute_metrics(b, a, kid_subset_size="10", kid=False, isc=False)
