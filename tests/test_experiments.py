@@ -83,4 +83,31 @@ def test_the_grids_in_turn_each_get_their_folders(run_py):
     run_py.at_resolution(32)
     assert (run_py.RUNS.name, run_py.RESULTS.name) == ("runs-r32", "results-r32")
     assert run_py.at_resolution(16) is run_py.GRID
-    assert (run_py.RUNS.name, run_py.RESULTS.name, run_py.RESOLUTION) == ("runs", "results", None)
+    assert (run_py.RUNS.name, run_py.RESULTS.name, run_py.GRID_SETS) == ("runs", "results", {})
+
+
+def test_the_length_check_has_its_own_folders_and_only_its_configurations(run_py):
+    from bssn_book.cli import make_config, sweep_runs
+    grid = run_py.at_resolution(32, long=True)
+    assert (run_py.RUNS.name, run_py.RESULTS.name) == ("runs-r32-long", "results-r32-long")
+    assert [g["name"] for g in grid] == list(run_py.LONG_CONFIGS)   # GRID's names and order, no ring runs
+    base_cfg = json.loads(run_py.CONFIG.read_text())
+    for g in grid:
+        base = make_config(None, str(run_py.CONFIG), g["sets"]).to_dict()
+        runs = sweep_runs(base, [g["kind"]], [g["scale"]], g["seeds"], None, run_py.group_dir(g))
+        assert [c.out_dir for _, c in runs] == [str(run_py.run_dir(g, s)) for s in g["seeds"]]
+        c = runs[0][1]
+        assert (c.resolution, c.iterations, c.metrics_every) == (32, 2000, 500)
+        # everything else is the grid's base setting, so the first 500 iterations are the 32x32 grid's runs
+        assert (c.lr_d, c.n_dis, list(c.betas), c.width) == (base_cfg["lr_d"], base_cfg["n_dis"], base_cfg["betas"],
+                                                             base_cfg["width"])
+    assert run_py.at_resolution(32) and run_py.RUNS.name == "runs-r32"   # and back
+
+
+def test_the_length_check_runs_by_default_only(tmp_path):
+    "With neither option run.py does every committed grid; naming grid sizes leaves the length check out."
+    p = _run_copy(tmp_path, "--resolution", "16", "--collect-only")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "results" / "runs.csv").exists() and not (tmp_path / "results-r32-long").exists()
+    p = _run_copy(tmp_path, "--resolution", "--long", "20", "--collect-only")
+    assert p.returncode == 2 and "--long 20" in p.stderr and "multiple of 8" in p.stderr

@@ -3,9 +3,13 @@
     cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # both grids: train what is missing, collect
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ and results-r32/
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution --long 32 --jobs 2          # the length check
 
 Two grids of the same 22 configurations x 5 seeds: on 16x16 digits (runs in `runs/`, results in `results/`) and on
 32x32 digits (`runs-r32/`, `results-r32/`); the 15 ring runs have no image size and are shared (kept in `runs/`).
+Then the length check: LONG_CONFIGS (SN_w, SN_Conv, BSSN c = 1.2) on 32x32 digits for LONG_SETS'
+iterations (four times the grids' 500) with FID/KID every 500 iterations, same seeds (`runs-r32-long/`,
+`results-r32-long/`): its first 500 iterations are the 32x32 grid's runs.
 Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
 configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. The runs (checkpoints,
 logs) are not committed; the collected result files are.
@@ -58,42 +62,56 @@ GRID = [G("sn", claim="1 2 5"), G("strict", claim="1 6"), G("bssn", 1.2, claim="
         G("bssn", 0.8, claim="4"), G("bssn", 1.5, claim="4"), G("bssn", 1.8, claim="4"), G("bssn", 2.5, claim="4"),
         *[G(k, c, setting=s, claim="3") for s in SETTINGS for k, c in (("sn", 1.0), ("bssn", 1.2))],
         *[G(k, c, data="ring", claim="dense") for k, c in (("sn", 1.0), ("bssn", 1.2), ("none", 1.0))]]
-# where the committed results were measured (per_run_wall_s is load-dependent), per image resolution
+# where the committed results were measured (per_run_wall_s is load-dependent), per results folder
 MACHINE = {
-    16: ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
-         "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
-         "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)"),
-    32: ("2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, run.py --jobs 2 (two training processes at once) from "
-         "2026-11-25T22:43Z, with tests and notebook checks running beside them; the training processes were stopped "
-         "(SIGSTOP) while benchmarks ran, so the wall times of sn-c1-seed1 and strict-c1-seed1 include about 50 s and "
-         "those of bssn-c1.2-seed0 and none-c1-seed0 about 505 s of pause; from 2026-11-26T00:28Z a third process (a "
-         "bssn-book sweep of seeds 3 and 4 of bssn-c1.2-lr2e-4-ndis5) ran beside the two; the ring runs are the 16x16 "
-         "grid's"),
+    "results": (
+        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
+        "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
+        "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)"),
+    "results-r32": (
+        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, run.py --jobs 2 (two training processes at once) from "
+        "2026-11-25T22:43Z, with tests and notebook checks running beside them; the training processes were stopped "
+        "(SIGSTOP) while benchmarks ran, so the wall times of sn-c1-seed1 and strict-c1-seed1 include about 50 s and "
+        "those of bssn-c1.2-seed0 and none-c1-seed0 about 505 s of pause; from 2026-11-26T00:28Z a third process (a "
+        "bssn-book sweep of seeds 3 and 4 of bssn-c1.2-lr2e-4-ndis5) ran beside the two; the ring runs are the 16x16 "
+        "grid's"),
+    "results-r32-long": (
+        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, the two configurations trained at once (two training "
+        "processes, as with --jobs 2) from 2026-11-26T03:31Z, with notebook checks and tests running beside them"),
 }
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
 _lock = threading.Lock()
 
 
-RESOLUTION = None   # None: config.json's (16); set by --resolution, with its own runs-r<N>/ and results-r<N>/
+GRID_SETS = {}   # what the current grid's image runs change in config.json; set by at_resolution
 RESOLUTIONS = (16, 32)   # the committed grids: results/ (16x16) and results-r32/
+# The length check: these configurations (base setting), LONG_SETS on top of the grid's, at LONG_RESOLUTIONS.
+# SN_w and BSSN c = 1.2 (claim 2) and SN_Conv, whose every run of 500 iterations collapsed (claim 1). In GRID's order.
+LONG_CONFIGS = ("sn-c1", "strict-c1", "bssn-c1.2")
+LONG_SETS, LONG_RESOLUTIONS = {"iterations": 2000, "metrics_every": 500}, (32,)
 
 
-def at_resolution(res):
+def at_resolution(res, long=False):
     """Point the script at a grid of `res` x `res` MNIST: its image runs in runs-r<res>/ and its results in
-    results-r<res>/, so that grids of two resolutions never mix; the ring runs (no resolution) stay in runs/ and are
-    shared. A size the CNN cannot take is a ValueError naming it. Returns that grid."""
-    global RUNS, RESULTS, RESOLUTION
+    results-r<res>/ (config.json's size: runs/ and results/), so that grids of two resolutions never mix; the ring
+    runs (no resolution) stay in runs/ and are shared. With `long`, the length check at that size instead: only
+    LONG_CONFIGS, with LONG_SETS, in runs-r<res>-long/ and results-r<res>-long/. A size the CNN cannot take is a
+    ValueError naming it. Returns that grid."""
+    global RUNS, RESULTS, GRID_SETS
     from bssn_book.cli import UsageError, make_config
     from bssn_book.train import ConfigError
     try:
         make_config(None, str(CONFIG), {"resolution": res})   # the trainer's own checks of a resolution
     except (ConfigError, UsageError) as e:
-        raise ValueError(f"--resolution {res}: {e}") from None
-    if res == json.loads(CONFIG.read_text())["resolution"]:
-        RUNS, RESULTS, RESOLUTION = HERE / "runs", HERE / "results", None
+        raise ValueError(f"--{'long' if long else 'resolution'} {res}: {e}") from None
+    own = res != json.loads(CONFIG.read_text())["resolution"]
+    sets = dict({"resolution": res} if own else {}, **(LONG_SETS if long else {}))
+    tag = (f"-r{res}" if own else "") + ("-long" if long else "")
+    RUNS, RESULTS, GRID_SETS = HERE / f"runs{tag}", HERE / f"results{tag}", sets
+    if not sets:
         return GRID
-    RUNS, RESULTS, RESOLUTION = HERE / f"runs-r{res}", HERE / f"results-r{res}", res
-    return [dict(g, sets=dict(g["sets"], resolution=res)) if g["data"] == "mnist" else g for g in GRID]
+    return [dict(g, sets=dict(g["sets"], **sets)) if g["data"] == "mnist" else g for g in GRID
+            if not long or g["name"] in LONG_CONFIGS]
 
 
 def group_dir(g): return (HERE / "runs" if g["data"] == "ring" else RUNS) / g["name"]
@@ -172,9 +190,9 @@ def read_timings(grid):
 
 def collect(grid):
     RESULTS.mkdir(parents=True, exist_ok=True)
-    base = dict(json.loads(CONFIG.read_text()), **({"resolution": RESOLUTION} if RESOLUTION else {}))
+    base = dict(json.loads(CONFIG.read_text()), **GRID_SETS)
     timings = read_timings(grid)
-    runs, monitors, losses, mixture = [], [], [], []
+    runs, monitors, losses, mixture, metrics = [], [], [], [], []
     shutil.rmtree(RESULTS / "samples", ignore_errors=True)
     (RESULTS / "samples").mkdir()
     for g in grid:
@@ -216,8 +234,10 @@ def collect(grid):
                 row["collapsed"] = bool(row["diversity_ratio"] < COLLAPSE_DIVERSITY or
                                         (row["loss_d_tail"] is not None and row["loss_d_tail"] < COLLAPSE_LOSS_D))
                 png = sorted((d / "samples").glob("step-*.png"))
-                if png and seed == 0:   # the chapter shows seed 0 of each configuration
+                if png and seed == 0:   # the chapter shows seed 0 of each configuration (and its earlier samples)
                     shutil.copy(png[-1], RESULTS / "samples" / f"{name}.png")
+                    for earlier in png[:-1]:
+                        shutil.copy(earlier, RESULTS / "samples" / f"{name}-{earlier.stem}.png")
             else:
                 row["diverged"] = row["status"] == "diverged"
                 row["collapsed"] = None
@@ -227,6 +247,8 @@ def collect(grid):
                 for r in _read_rows(d / "metrics.jsonl"):
                     mixture.append({"run": name, "config": g["name"], "seed": seed, **r})
                 continue
+            for r in _read_rows(d / "metrics.jsonl"):   # FID/KID/IS every metrics_every iterations
+                metrics.append({"run": name, "config": g["name"], "kind": kind, "seed": seed, **r})
             layers = layer_order(log[0].keys()) if log else []
             for r in log:
                 losses.append({"run": name, "config": g["name"], "seed": seed, "step": r["step"],
@@ -244,12 +266,14 @@ def collect(grid):
                                      "fan_in_var": r.get(f"fan_in_var/D/{layer}")})
 
     def write(name, rows):
+        (RESULTS / name).unlink(missing_ok=True)
+        if not rows: return   # e.g. mixture.csv of the length check, which has no ring runs
         keys = list(dict.fromkeys(k for r in rows for k in r))
         with open(RESULTS / name, "w", newline="") as f:
             w = csv.DictWriter(f, keys); w.writeheader()
             w.writerows({k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     write("runs.csv", runs); write("monitors.csv", monitors); write("losses.csv", losses)
-    write("mixture.csv", mixture)
+    write("mixture.csv", mixture); write("metrics.csv", metrics)
     walls = [r["wall_s"] for r in runs if r.get("wall_s")]
     meta = {"config": base, "config_ring": json.loads(CONFIG_RING.read_text()), "settings": SETTINGS,
             "grid": [{k: (list(v) if k == "seeds" else v) for k, v in g.items()} for g in grid],
@@ -262,11 +286,12 @@ def collect(grid):
                                                "normalized weight c W/sigma, projected orthogonally to W (c: the "
                                                "constant scale, or the learnable gamma logged at that step)"},
             "metrics": f"FID/KID/IS with bssn_book.metrics' offline MNIST extractor, {base['metrics_samples']} generated "
-                       f"vs {base['metrics_samples']} real images, at the last iteration",
+                       f"vs {base['metrics_samples']} real images, every {base['metrics_every']} iterations "
+                       f"(metrics.csv) and at the last (runs.csv)",
             "per_run_wall_s": {"mean": sum(walls) / len(walls) if walls else None,
                                "min": min(walls, default=None), "max": max(walls, default=None), "n": len(walls)},
             "total_train_wall_s": sum(walls),
-            "machine": MACHINE.get(base["resolution"], "not recorded"),
+            "machine": MACHINE.get(RESULTS.name, "not recorded"),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"collected {len(runs)} runs ({sum(r['status'] == 'done' for r in runs)} done) into {RESULTS}")
@@ -277,14 +302,24 @@ if __name__ == "__main__":
     p.add_argument("--collect-only", action="store_true", help="only rebuild results/ from runs/")
     p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
     p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
-    p.add_argument("--resolution", type=int, nargs="+", default=list(RESOLUTIONS),
-                   help="MNIST size(s) of the image runs, one grid each, in turn (default: %(default)s, the two "
-                        "committed grids); config.json's size (16) uses runs/ and results/, another size N "
-                        "runs-rN/ and results-rN/")
+    p.add_argument("--resolution", type=int, nargs="*",
+                   help=f"MNIST size(s) of the image runs, one grid each, in turn (default: {list(RESOLUTIONS)}, the two "
+                        "committed grids; none after the flag: no grid); config.json's size (16) uses runs/ and "
+                        "results/, another size N runs-rN/ and results-rN/")
+    p.add_argument("--long", type=int, nargs="*",
+                   help=f"size(s) of the length check ({', '.join(LONG_CONFIGS)} with {LONG_SETS}), in runs-rN-long/ "
+                        f"and results-rN-long/, after the grids (default: {list(LONG_RESOLUTIONS)} when --resolution "
+                        "is not given, else none)")
     a = p.parse_args()
+    if a.long is None:   # with neither option: everything the chapter reads
+        a.long = list(LONG_RESOLUTIONS) if a.resolution is None else []
+    if a.resolution is None:
+        a.resolution = list(RESOLUTIONS)
     try:
         for res in a.resolution:   # every size checked before anything trains
             at_resolution(res)
+        for res in a.long:
+            at_resolution(res, long=True)
     except ValueError as e:
         p.error(str(e))
     names = [g["name"] for g in GRID]
@@ -293,8 +328,8 @@ if __name__ == "__main__":
     if unknown: p.error(f"--only: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(names)})")
     if a.jobs < 1: p.error(f"--jobs must be >= 1, got {a.jobs}")
     t0 = time.perf_counter()
-    for res in a.resolution:
-        grid = at_resolution(res)
+    for res, long in [(r, False) for r in a.resolution] + [(r, True) for r in a.long]:
+        grid = at_resolution(res, long)
         if not a.collect_only:
             train([g for g in grid if g["name"] in only], a.jobs)
         collect(grid)
