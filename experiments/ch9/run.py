@@ -1,13 +1,13 @@
 """Chapter 9's experiments: regenerate every result file with one command.
 
-    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # both grids: train what is missing, collect
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/ and results-r32/
+    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # everything: train what is missing, collect
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/, results-r32/, results-r32-long/
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution --long 32 --jobs 2          # the length check
 
 Two grids of the same 22 configurations x 5 seeds: on 16x16 digits (runs in `runs/`, results in `results/`) and on
 32x32 digits (`runs-r32/`, `results-r32/`); the 15 ring runs have no image size and are shared (kept in `runs/`).
-Then the length check: LONG_CONFIGS (SN_w, SN_Conv, BSSN c = 1.2) on 32x32 digits for LONG_SETS'
+Then the length check: LONG_CONFIGS (SN_w, SN_Conv, BSSN c = 1.2 and c = 1.5) on 32x32 digits for LONG_SETS'
 iterations (four times the grids' 500) with FID/KID every 500 iterations, same seeds (`runs-r32-long/`,
 `results-r32-long/`): its first 500 iterations are the 32x32 grid's runs.
 Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
@@ -22,7 +22,11 @@ Measured duration (2-core CPU, OMP_NUM_THREADS=1 per run; `meta.json` records `p
   runs: median 110 s; n_dis = 5 runs: 277-713 s, median 304 s), 4.86 h of one core in all, including about 18 min of
   pauses and the slowdown of sharing the cores with tests (see MACHINE). Wall clock 2.30 h with `--jobs 2` (a third
   process took the last two runs). From scratch on an idle machine, `--jobs 2` should take a little over 2 h.
-With every run done, the script only re-collects (~20 s per grid).
+- length check, 32x32, 2000 iterations (2026-11-26): 20 runs, 335-713 s each (mean 626 s) with four training
+  processes sharing the two cores (see MACHINE); 57 min of wall clock for all 20. With --jobs 2 (two at a time) it
+  should take about as long: the cores, not the processes, are the limit.
+From scratch the whole set is therefore about 4.3 h with --jobs 2. With every run done, the script only re-collects
+(~20 s per grid).
 
 Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
@@ -76,8 +80,11 @@ MACHINE = {
         "bssn-book sweep of seeds 3 and 4 of bssn-c1.2-lr2e-4-ndis5) ran beside the two; the ring runs are the 16x16 "
         "grid's"),
     "results-r32-long": (
-        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, the two configurations trained at once (two training "
-        "processes, as with --jobs 2) from 2026-11-26T03:31Z, with notebook checks and tests running beside them"),
+        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, four training processes at once from 2026-11-26T03:31Z to "
+        "04:29Z (57 min): sn-c1 and bssn-c1.2 as two bssn-book sweeps started by hand with the commands run.py gives, "
+        "strict-c1 and bssn-c1.5 by run.py --long 32 --only ... --jobs 2 from 03:33Z (paused for about half a "
+        "minute at 03:38Z; bssn-c1.5-seed0 was stopped and restarted from scratch at 03:40Z); notebook checks and "
+        "tests ran beside them"),
 }
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
 _lock = threading.Lock()
@@ -86,8 +93,9 @@ _lock = threading.Lock()
 GRID_SETS = {}   # what the current grid's image runs change in config.json; set by at_resolution
 RESOLUTIONS = (16, 32)   # the committed grids: results/ (16x16) and results-r32/
 # The length check: these configurations (base setting), LONG_SETS on top of the grid's, at LONG_RESOLUTIONS.
-# SN_w and BSSN c = 1.2 (claim 2) and SN_Conv, whose every run of 500 iterations collapsed (claim 1). In GRID's order.
-LONG_CONFIGS = ("sn-c1", "strict-c1", "bssn-c1.2")
+# SN_w and BSSN c = 1.2 (claim 2); SN_Conv and BSSN c = 1.5, whose every run collapsed in the 16x16 grid (claims 1
+# and 4). In GRID's order.
+LONG_CONFIGS = ("sn-c1", "strict-c1", "bssn-c1.2", "bssn-c1.5")
 LONG_SETS, LONG_RESOLUTIONS = {"iterations": 2000, "metrics_every": 500}, (32,)
 
 
