@@ -1,6 +1,7 @@
 "experiments/ch9/run.py: its grid expands into the runs `bssn-book sweep` makes, and its timing bookkeeping."
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,13 +102,33 @@ def test_the_length_check_has_its_own_folders_and_only_its_configurations(run_py
         # everything else is the grid's base setting, so the first 500 iterations are the 32x32 grid's runs
         assert (c.lr_d, c.n_dis, list(c.betas), c.width) == (base_cfg["lr_d"], base_cfg["n_dis"], base_cfg["betas"],
                                                              base_cfg["width"])
+    run_py.at_resolution(16, long=True)   # at config.json's own size too: named by its size, covered by .gitignore
+    assert (run_py.RUNS.name, run_py.RESULTS.name) == ("runs-r16-long", "results-r16-long")
     assert run_py.at_resolution(32) and run_py.RUNS.name == "runs-r32"   # and back
 
 
-def test_the_length_check_runs_by_default_only(tmp_path):
-    "With neither option run.py does every committed grid; naming grid sizes leaves the length check out."
+def test_what_each_option_collects(tmp_path):
+    "Neither option: every committed grid and the length check; one option: only what it names."
+    made = lambda: sorted(d.name for d in tmp_path.iterdir() if d.name.startswith("results"))
     p = _run_copy(tmp_path, "--resolution", "16", "--collect-only")
     assert p.returncode == 0, p.stderr
-    assert (tmp_path / "results" / "runs.csv").exists() and not (tmp_path / "results-r32-long").exists()
-    p = _run_copy(tmp_path, "--resolution", "--long", "20", "--collect-only")
+    assert made() == ["results"] and (tmp_path / "results" / "runs.csv").exists()
+    p = _run_copy(tmp_path, "--long", "32", "--collect-only")
+    assert p.returncode == 0, p.stderr
+    assert made() == ["results", "results-r32-long"]
+    p = _run_copy(tmp_path, "--collect-only")
+    assert p.returncode == 0, p.stderr
+    assert made() == ["results", "results-r32", "results-r32-long"]
+    p = _run_copy(tmp_path, "--long", "20", "--collect-only")
     assert p.returncode == 2 and "--long 20" in p.stderr and "multiple of 8" in p.stderr
+    assert made() == ["results", "results-r32", "results-r32-long"]
+
+
+def test_collect_keeps_committed_results_when_the_runs_are_not_there(tmp_path):
+    "A fresh clone has the results but not the run folders: --collect-only must not replace them with 'missing' rows."
+    shutil.copytree(ROOT / "experiments/ch9/results-r32-long", tmp_path / "results-r32-long")
+    before = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
+    p = _run_copy(tmp_path, "--long", "32", "--collect-only")
+    assert p.returncode == 1 and "results-r32-long" in p.stderr and "20 finished runs" in p.stdout
+    after = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
+    assert after == before

@@ -3,7 +3,7 @@
     cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # everything: train what is missing, collect
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/, results-r32/, results-r32-long/
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution --long 32 --jobs 2          # the length check
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --long 32 --jobs 2                       # the length check
 
 Two grids of the same 22 configurations x 5 seeds: on 16x16 digits (runs in `runs/`, results in `results/`) and on
 32x32 digits (`runs-r32/`, `results-r32/`); the 15 ring runs have no image size and are shared (kept in `runs/`).
@@ -23,7 +23,7 @@ Measured duration (2-core CPU, OMP_NUM_THREADS=1 per run; `meta.json` records `p
   pauses and the slowdown of sharing the cores with tests (see MACHINE). Wall clock 2.30 h with `--jobs 2` (a third
   process took the last two runs). From scratch on an idle machine, `--jobs 2` should take a little over 2 h.
 - length check, 32x32, 2000 iterations (2026-11-26): 20 runs, 335-713 s each (mean 626 s) with four training
-  processes sharing the two cores (see MACHINE); 57 min of wall clock for all 20. With --jobs 2 (two at a time) it
+  processes sharing the two cores (see MACHINE); 58 min of wall clock for all 20. With --jobs 2 (two at a time) it
   should take about as long: the cores, not the processes, are the limit.
 From scratch the whole set is therefore about 4.3 h with --jobs 2. With every run done, the script only re-collects
 (~20 s per grid).
@@ -81,7 +81,7 @@ MACHINE = {
         "grid's"),
     "results-r32-long": (
         "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, four training processes at once from 2026-11-26T03:31Z to "
-        "04:29Z (57 min): sn-c1 and bssn-c1.2 as two bssn-book sweeps started by hand with the commands run.py gives, "
+        "04:29Z (58 min): sn-c1 and bssn-c1.2 as two bssn-book sweeps started by hand with the commands run.py gives, "
         "strict-c1 and bssn-c1.5 by run.py --long 32 --only ... --jobs 2 from 03:33Z (paused for about half a "
         "minute at 03:38Z; bssn-c1.5-seed0 was stopped and restarted from scratch at 03:40Z); notebook checks and "
         "tests ran beside them"),
@@ -109,12 +109,12 @@ def at_resolution(res, long=False):
     from bssn_book.cli import UsageError, make_config
     from bssn_book.train import ConfigError
     try:
-        make_config(None, str(CONFIG), {"resolution": res})   # the trainer's own checks of a resolution
+        make_config(None, str(CONFIG), {"resolution": res, **(LONG_SETS if long else {})})   # the trainer's own checks
     except (ConfigError, UsageError) as e:
         raise ValueError(f"--{'long' if long else 'resolution'} {res}: {e}") from None
     own = res != json.loads(CONFIG.read_text())["resolution"]
     sets = dict({"resolution": res} if own else {}, **(LONG_SETS if long else {}))
-    tag = (f"-r{res}" if own else "") + ("-long" if long else "")
+    tag = f"-r{res}-long" if long else (f"-r{res}" if own else "")
     RUNS, RESULTS, GRID_SETS = HERE / f"runs{tag}", HERE / f"results{tag}", sets
     if not sets:
         return GRID
@@ -196,7 +196,23 @@ def read_timings(grid):
     return timings
 
 
+def finished_runs(grid):
+    "How many of the grid's runs have finished in the run folders (done.json), and how many results/runs.csv holds."
+    have = sum((run_dir(g, s) / "done.json").exists() for g in grid for s in g["seeds"])
+    old = RESULTS / "runs.csv"
+    with open(old, newline="") if old.exists() else open(os.devnull) as f:
+        kept = sum(r.get("status") == "done" for r in csv.DictReader(f))
+    return have, kept
+
+
 def collect(grid):
+    """Rebuild RESULTS from the run folders. The run folders are not committed: a grid whose folders hold fewer finished
+    runs than its committed runs.csv (a fresh clone, say) keeps its results untouched, with a message; returns False."""
+    have, kept = finished_runs(grid)
+    if have < kept:
+        print(f"collect: {RESULTS.name}/ left as it is: its runs.csv has {kept} finished runs, {RUNS.name}/ only {have} "
+              f"(train them first: run.py without --collect-only)")
+        return False
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = dict(json.loads(CONFIG.read_text()), **GRID_SETS)
     timings = read_timings(grid)
@@ -303,6 +319,7 @@ def collect(grid):
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"collected {len(runs)} runs ({sum(r['status'] == 'done' for r in runs)} done) into {RESULTS}")
+    return True
 
 
 if __name__ == "__main__":
@@ -311,18 +328,17 @@ if __name__ == "__main__":
     p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
     p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
     p.add_argument("--resolution", type=int, nargs="*",
-                   help=f"MNIST size(s) of the image runs, one grid each, in turn (default: {list(RESOLUTIONS)}, the two "
-                        "committed grids; none after the flag: no grid); config.json's size (16) uses runs/ and "
-                        "results/, another size N runs-rN/ and results-rN/")
+                   help=f"MNIST size(s) of the image runs, one grid each, in turn; config.json's size (16) uses runs/ "
+                        "and results/, another size N runs-rN/ and results-rN/. With neither --resolution nor --long: "
+                        f"{list(RESOLUTIONS)} (the two committed grids) and the length check; with only one of them, "
+                        "only what it names")
     p.add_argument("--long", type=int, nargs="*",
                    help=f"size(s) of the length check ({', '.join(LONG_CONFIGS)} with {LONG_SETS}), in runs-rN-long/ "
-                        f"and results-rN-long/, after the grids (default: {list(LONG_RESOLUTIONS)} when --resolution "
-                        "is not given, else none)")
+                        f"and results-rN-long/, after the grids (with neither option: {list(LONG_RESOLUTIONS)})")
     a = p.parse_args()
-    if a.long is None:   # with neither option: everything the chapter reads
-        a.long = list(LONG_RESOLUTIONS) if a.resolution is None else []
-    if a.resolution is None:
-        a.resolution = list(RESOLUTIONS)
+    if a.resolution is None and a.long is None:   # with neither option: everything the chapter reads
+        a.resolution, a.long = list(RESOLUTIONS), list(LONG_RESOLUTIONS)
+    a.resolution, a.long = a.resolution or [], a.long or []   # with one of them: only what it names
     try:
         for res in a.resolution:   # every size checked before anything trains
             at_resolution(res)
@@ -335,10 +351,12 @@ if __name__ == "__main__":
     unknown = sorted(set(only) - set(names))
     if unknown: p.error(f"--only: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(names)})")
     if a.jobs < 1: p.error(f"--jobs must be >= 1, got {a.jobs}")
-    t0 = time.perf_counter()
+    t0, left = time.perf_counter(), []
     for res, long in [(r, False) for r in a.resolution] + [(r, True) for r in a.long]:
         grid = at_resolution(res, long)
         if not a.collect_only:
             train([g for g in grid if g["name"] in only], a.jobs)
-        collect(grid)
+        left.extend([] if collect(grid) else [RESULTS.name])
     print(f"run.py: {time.perf_counter() - t0:.0f} s")
+    if left:
+        sys.exit(f"run.py: not collected (fewer finished runs than committed): {', '.join(left)}")
