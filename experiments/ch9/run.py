@@ -200,9 +200,10 @@ def finished_runs(grid):
     "How many of the grid's runs have finished in the run folders (done.json), and how many results/runs.csv holds."
     have = sum((run_dir(g, s) / "done.json").exists() for g in grid for s in g["seeds"])
     old = RESULTS / "runs.csv"
-    with open(old, newline="") if old.exists() else open(os.devnull) as f:
-        kept = sum(r.get("status") == "done" for r in csv.DictReader(f))
-    return have, kept
+    if not old.exists():
+        return have, 0
+    with open(old, newline="") as f:
+        return have, sum(r.get("status") == "done" for r in csv.DictReader(f))
 
 
 def collect(grid):
@@ -324,7 +325,7 @@ def collect(grid):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--collect-only", action="store_true", help="only rebuild results/ from runs/")
+    p.add_argument("--collect-only", action="store_true", help="only rebuild the result folders from the run folders (no training)")
     p.add_argument("--only", help="comma list of configuration names (e.g. sn-c1,bssn-c1.2): train only these")
     p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (one core each; default 1)")
     p.add_argument("--resolution", type=int, nargs="*",
