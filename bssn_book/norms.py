@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .spectral import _ConvOperator, _check_float_tensor, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
+from .spectral import _ConvOperator, _check_eps, _check_float_tensor, _check_int, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
 
 NORM_KINDS = ("sn", "ssn", "bsn", "bssn", "strict")
 GAMMA_MODES = (None, "shared", "per_layer")
@@ -117,7 +117,8 @@ class _Norm(nn.Module):
     def __init__(self, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12):
         super().__init__()
         self.scale, self.gamma = float(scale), gamma
-        self.n_power_iterations, self.eps = int(n_power_iterations), float(eps)
+        self.n_power_iterations = _check_int(n_power_iterations, f"{type(self).__name__}: n_power_iterations", 1)
+        self.eps = _check_eps(eps)
 
     def _finish(self, weight, sigma):
         "W * c / sigma (c = gamma if learnable, else the constant scale)."
@@ -174,7 +175,7 @@ class SpectralNormW(_Norm):
         self.register_buffer("_v", v.contiguous())
 
     def sigma(self, weight):
-        w, mv = (weight.flatten(1), torch.mv) if self.dim == 0 else (weight.flatten(2), _swapped_mv)
+        w, mv = (weight.flatten(1), torch.mv) if self.dim == 0 else (weight.view(*weight.shape[:2], -1), _swapped_mv)
         return _sigma_rows(w, self._u, self._v, self.n_power_iterations, self.eps, self.training, mv)
 
 # %% ../nbs/03_norms.ipynb #c0013
@@ -233,6 +234,9 @@ class BidirectionalSpectralNorm(_Norm):
 
     def __init__(self, weight, transposed=False, **kw):
         _check_weight(weight, "BidirectionalSpectralNorm")
+        if weight.dim() < 3:
+            raise ValueError(f"BidirectionalSpectralNorm: a convolution's weight (3 or more dimensions), got shape "
+                             f"{tuple(weight.shape)}; on a dense layer BSN is SN_w (SpectralNormW; apply_norm does this)")
         super().__init__(**kw)
         self.transposed = transposed  # ConvTranspose weights are (c_in, c_out, k): dim 0 is the input side
         w = weight.detach()
@@ -436,10 +440,7 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
     eps = _check_positive_real(eps, "eps")
     if gamma not in GAMMA_MODES:
         raise ValueError(f"apply_norm: gamma must be one of {GAMMA_MODES}, got {gamma!r}")
-    if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, numbers.Integral):
-        raise TypeError(f"apply_norm: n_power_iterations must be an int >= 1, got {n_power_iterations!r}")
-    if n_power_iterations < 1:
-        raise ValueError(f"apply_norm: n_power_iterations must be >= 1, got {n_power_iterations}")
+    n_power_iterations = _check_int(n_power_iterations, "apply_norm: n_power_iterations", 1)
     if not isinstance(module, nn.Module):
         raise TypeError(f"apply_norm: module must be a torch.nn.Module, got {type(module).__name__}")
     layers = [(n, m) for n, m in module.named_modules() if isinstance(m, SUPPORTED_LAYERS)]

@@ -572,3 +572,24 @@ def test_one_weight_check_for_the_parametrizations_and_the_theory(who, make):
         make(torch.randn(5))
     with pytest.raises(ValueError, match=fr"{who}.*must not be empty, got shape \(0, 3\)"):
         make(torch.randn(0, 3))
+
+
+@pytest.mark.parametrize("bad, err", [(0, ValueError), (-2, ValueError), (1.7, TypeError), (True, TypeError)])
+def test_a_parametrization_built_directly_checks_its_power_iterations(bad, err):
+    "0 or -2 used to run one step (or crash in BSN), 1.7 became 1: the class itself now refuses them, by name."
+    from bssn_book.norms import BidirectionalSpectralNorm, SpectralNormW
+    for cls, w in [(SpectralNormW, torch.randn(4, 6)), (BidirectionalSpectralNorm, torch.randn(4, 3, 3, 3))]:
+        with pytest.raises(err, match=f"{cls.__name__}: n_power_iterations"):
+            cls(w, n_power_iterations=bad)
+
+
+def test_sn_w_along_dim_1_of_a_dense_weight_and_bsn_refusing_one():
+    "SN_w's swapped direction on a 2-D weight is the same spectral norm; BSN needs a convolution's weight."
+    from bssn_book.norms import BidirectionalSpectralNorm, SpectralNormW
+    w = torch.randn(4, 6, dtype=torch.float64)
+    p = SpectralNormW(w, dim=1).train()
+    for _ in range(30):
+        s = p.sigma(w)
+    assert torch.allclose(s, torch.linalg.matrix_norm(w, 2), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"BidirectionalSpectralNorm: a convolution's weight .* shape \(4, 6\)"):
+        BidirectionalSpectralNorm(w)
