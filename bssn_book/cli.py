@@ -7,13 +7,13 @@ __all__ = ['UsageError', 'parse_value', 'parse_sets', 'read_config_file', 'make_
            'run_sweep', 'format_table', 'build_parser', 'main']
 
 # %% ../nbs/08f_cli.ipynb #00000003
-import argparse, contextlib, csv, io, itertools, json, os, subprocess, sys, tempfile, time
+import argparse, contextlib, csv, io, itertools, json, os, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .train import (PRESETS, SETTINGS, CheckpointError, ConfigError, NonFiniteLossError, TrainConfig,
-                             Trainer, build_models, evaluate_generator, load_checkpoint, load_dataset,
-                             resolve_device)
+                             Trainer, atomic_write, build_models, evaluate_generator, load_checkpoint,
+                             load_dataset, resolve_device)
 
 # %% ../nbs/08f_cli.ipynb #00000006
 class UsageError(Exception):
@@ -96,6 +96,8 @@ def evaluate_checkpoint(path, *, samples=None, extractor=None, ema=True, data_ro
 def sweep_runs(base, kinds, scales, seeds, settings=None, out="runs/sweep"):
     "Validated `(name, TrainConfig)` for every combination (all validated before any run starts)."
     out, runs = Path(out), []
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; a sweep writes a folder of runs")
     for setting in settings or [None]:
         if setting is not None and setting not in SETTINGS:
             raise UsageError(f"unknown setting {setting!r} (allowed: {', '.join(SETTINGS)})")
@@ -147,8 +149,10 @@ def _earlier_summary(out):
         return {}
     try:
         rows = json.loads(path.read_text())
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "run" in r for r in rows):
+            raise ValueError("not a list of rows, each with a 'run'")
         return {r["run"]: r for r in rows}
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, OSError) as e:
         raise UsageError(f"{path} is not a sweep summary ({type(e).__name__}: {e}); move it away, or sweep into "
                          "another --out") from None
 
@@ -171,19 +175,6 @@ def _summary_lock(out):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_atomic(path, text):
-    "Write `text` to `path` through a temporary file of its own in the same folder, so a reader never sees half a file."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
@@ -212,8 +203,8 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
         keys = list(dict.fromkeys(k for r in merged for k in r))
         table = io.StringIO()
         w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
-        _write_atomic(out / "summary.csv", table.getvalue())
-        _write_atomic(out / "summary.json", json.dumps(merged, indent=1))
+        atomic_write(out / "summary.csv", lambda f: f.write(table.getvalue()), "w")
+        atomic_write(out / "summary.json", lambda f: f.write(json.dumps(merged, indent=1)), "w")
     return rows
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .spectral import _check_int
+
 # %% ../nbs/08d_metrics.ipynb #5a270444
 class MNISTClassifier(nn.Module):
     "Small CNN for 1 x 32 x 32 digits in [-1, 1]: `forward` gives logits, `features` the 128-d penultimate layer."
@@ -216,6 +218,8 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
                                         or kid and not 2 <= kid_subset_size <= min(n_gen, n_real)):
         raise ValueError(f"compute_metrics: kid_subset_size must be an integer from 2 to min(n_gen, n_real) = "
                          f"{min(n_gen, n_real)}, got {kid_subset_size!r}")
+    if kid:   # 0 subsets gave a NaN KID, 2.5 a torch-fidelity TypeError that did not name the argument
+        kid_subsets = _check_int(kid_subsets, "compute_metrics: kid_subsets", 1)
     if kid_subset_size is None or not kid:   # torch-fidelity reads it only for KID
         kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
     cuda = torch.device(device).type == "cuda"

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['NORMS', 'DATASETS', 'MODELS', 'LOSSES', 'GAMMAS', 'EXTRACTORS', 'TOY_DATASETS', 'ROOT_DATASETS', 'PRESETS',
            'SETTINGS', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError', 'NonFiniteLossError',
-           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device', 'load_dataset', 'build_models',
-           'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state', 'set_rng_state', 'evaluate_generator',
-           'Trainer']
+           'atomic_write', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device', 'load_dataset',
+           'build_models', 'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state', 'set_rng_state',
+           'evaluate_generator', 'Trainer']
 
 # %% ../nbs/08e_train.ipynb #00000003
 import copy, csv, dataclasses, json, math, os, random, signal, sys, tempfile, time, warnings
@@ -199,16 +199,22 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def save_checkpoint(path, state):
-    "Write `state` with `torch.save` atomically: temp file in the same folder, flush, fsync, `os.replace`, fsync the folder."
+_UMASK = os.umask(0); os.umask(_UMASK)   # read once at import (os.umask can only be read by setting it)
+
+
+def atomic_write(path, write, mode="wb"):
+    """Write `path` atomically: `write(f)` on a temporary file in the same folder, flush, fsync, `os.replace`, fsync the
+    folder. A reader never sees half a file, a crash leaves the old one, and the file gets the permissions a newly
+    created one would (mkstemp's own are owner-only). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try: os.unlink(tmp)
@@ -216,6 +222,11 @@ def save_checkpoint(path, state):
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def save_checkpoint(path, state):
+    "Write `state` with `torch.save`, atomically (`atomic_write`)."
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -1,6 +1,7 @@
 """The `bssn-book` command line: train, eval, sweep end to end on tiny configurations; one-line errors, exit 2."""
 import csv
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -171,15 +172,26 @@ def test_a_later_sweep_into_the_same_folder_keeps_the_earlier_rows(tmp_path, cap
 
 
 def test_two_sweeps_into_one_folder_at_once_both_land_in_the_summary(tmp_path, monkeypatch):
-    "The summary is read again and merged under a lock at the end, so a sweep running alongside loses no rows."
+    """The summary is read again and merged under a lock at the end, so a sweep running alongside loses no rows. Both
+    sweeps finish together and each dawdles between reading and writing the summary: without the lock (checked by
+    replacing it) one sweep's rows are lost."""
     import threading
     import time as _time
+    together = threading.Barrier(2)
 
     def fake_run_one(name, cfg, log):
-        _time.sleep(0.5 if cfg.norm == "sn" else 1.0)   # sn's sweep finishes first; bssn's read at start saw nothing
+        together.wait(timeout=30)
         return {"status": "done", "step": 2, "time_s": 1.0}
 
+    read = cli._earlier_summary
+
+    def slow_read(out):
+        rows = read(out)
+        _time.sleep(0.3)
+        return rows
+
     monkeypatch.setattr(cli, "_run_one", fake_run_one)
+    monkeypatch.setattr(cli, "_earlier_summary", slow_read)
     base = cli.make_config("quick", sets=cli.parse_sets(TINY + ["iterations=2"])).to_dict()
     out = tmp_path / "sweep"
     sweeps = [cli.sweep_runs(base, [kind], [1.0], [0], None, out) for kind in ("sn", "bssn")]
@@ -189,8 +201,27 @@ def test_two_sweeps_into_one_folder_at_once_both_land_in_the_summary(tmp_path, m
         t.start()
     for t in threads:
         t.join()
-    assert [r["run"] for r in json.loads((out / "summary.json").read_text())] == ["sn-c1-seed0", "bssn-c1-seed0"]
+    assert sorted(r["run"] for r in json.loads((out / "summary.json").read_text())) == ["bssn-c1-seed0", "sn-c1-seed0"]
     assert not list(out.glob(".summary.*.tmp"))
+
+
+def test_summary_files_get_the_usual_permissions_and_bad_summaries_are_refused(tmp_path, monkeypatch):
+    "Atomic writes keep the mode a new file gets (mkstemp's is owner-only); a summary that is no list of rows is refused."
+    monkeypatch.setattr(cli, "_run_one", lambda name, cfg, log: {"status": "done", "step": 2, "time_s": 1.0})
+    base = cli.make_config("quick", sets=cli.parse_sets(TINY + ["iterations=2"])).to_dict()
+    out = tmp_path / "sweep"
+    cli.run_sweep(cli.sweep_runs(base, ["sn"], [1.0], [0], None, out), out=out, log=lambda m: None)
+    umask = os.umask(0); os.umask(umask)
+    for f in ("summary.json", "summary.csv"):
+        assert (out / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
+    for text in ("{}", "[1, 2]", '[{"no_run": 1}]', "null"):
+        (out / "summary.json").write_text(text)
+        with pytest.raises(cli.UsageError, match="is not a sweep summary"):
+            cli.run_sweep([], out=out, log=lambda m: None)
+        assert (out / "summary.json").read_text() == text                  # left as it was
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(cli.UsageError, match="--out .*a_file is a file"):
+        cli.sweep_runs(base, ["sn"], [1.0], [0], None, tmp_path / "a_file")
 
 
 def test_sweep_refuses_runs_that_would_share_a_folder():

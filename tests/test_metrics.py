@@ -184,3 +184,11 @@ def test_kid_subset_size(digits):
             M.compute_metrics(b, a, kid_subset_size=bad, fid=False, isc=False)
     with pytest.raises(ValueError, match="kid_subset_size must be an integer"):   # named even when KID is off
         M.compute_metrics(b, a, kid_subset_size="10", kid=False, isc=False)
+
+
+@pytest.mark.parametrize("bad, err", [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_kid_subsets_is_checked_by_name(bad, err):
+    "0 subsets gave a NaN KID and 2.5 an error from torch-fidelity that did not say which argument was wrong."
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    with pytest.raises(err, match="compute_metrics: kid_subsets"):
+        M.compute_metrics(x, x, fid=False, kid=True, isc=False, kid_subsets=bad)
