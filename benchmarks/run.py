@@ -8,15 +8,16 @@ width 1.0 and 0.25, for: no normalization, torch's
 them alike); each figure is the median over repeats, and each ratio is against
 torch's SN measured in the same run, with a 95% bootstrap interval (the
 repeats resampled; this machine's clock moves by several percent from one
-repeat to the next, so a ratio within a percent or two of 1 is not resolved; the
-run records that noise itself, `clock_noise`). Peak memory is measured in a fresh process
+repeat to the next, so a ratio within several percent of 1 is not resolved, and the
+interval says how far; the run records that noise itself, `clock_noise`). Peak memory is measured in a fresh process
 per variant (peak RSS growth over the steps on CPU, reset through
 /proc/self/clear_refs; `max_memory_allocated` on CUDA).
 
     python benchmarks/run.py [--repeats 25 45] [--steps 3] [--widths 1.0 0.25] [--out FILE]
 
-`--repeats` takes one count per width (or one for all): a width-0.25 step is a tenth of a width-1.0 step, so
-it gets three times the repeats for a narrower interquartile range at a fraction of the time.
+`--repeats` takes one count per width (or one for all): a width-0.25 step costs several times less than a
+width-1.0 step, so it gets more repeats (a narrower interval for its median) at a fraction of the time; a width
+without a default of its own gets width 1.0's.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from bssn_book.models import CNNDiscriminator
 from bssn_book.norms import apply_norm
 
 VARIANTS = ["none", "torch_sn", "sn", "bssn", "strict"]
-DEFAULT_REPEATS = {1.0: 25, 0.25: 45}   # a width-0.25 step is ~1/10 of a width-1.0 one: more repeats, narrower IQR
+DEFAULT_REPEATS = {1.0: 25, 0.25: 45}   # a width-0.25 step is several times cheaper: more repeats, narrower interval
 BASELINE = "torch_sn"
 HERE = Path(__file__).resolve().parent
 
@@ -184,6 +185,30 @@ def check_counts(ap, **counts):
             ap.error(f"--{flag.replace('_', '-')} must be at least {low}, got {worst}")
 
 
+def check_setup(ap, threads, out, device=None, widths=()):
+    """`ap.error` (exit 2, before any timing) for a thread count below 1, a width the CNN refuses, a device torch
+    cannot use here, or an --out that is a folder or cannot be created: all of them used to fail after minutes of
+    timing, or at the final write with every measurement lost."""
+    if threads < 1:
+        ap.error(f"--threads must be at least 1, got {threads}")
+    for w in widths:
+        try:
+            CNNDiscriminator(in_channels=3, width=w, resolution=32)
+        except ValueError as e:
+            ap.error(f"--widths {w}: {e}")
+    if device is not None:
+        try:
+            torch.zeros(1, device=device)
+        except (RuntimeError, AssertionError) as e:
+            ap.error(f"--device {device}: {e}")
+    out = Path(out)
+    if out.is_dir():
+        ap.error(f"--out {out} is a folder; give a file name")
+    parent = next(p for p in [out.parent, *out.parent.parents] if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        ap.error(f"--out {out}: cannot be created ({parent} is not a writable folder)")
+
+
 def iqr(x):
     q = statistics.quantiles(x, n=4)
     return q[2] - q[0]
@@ -239,13 +264,14 @@ def main(argv=None):
     if len(set(args.widths)) != len(args.widths):
         ap.error(f"--widths: each width once, got {' '.join(map(str, args.widths))}")
     if args.repeats is None:
-        repeats = {w: DEFAULT_REPEATS.get(w, 15) for w in args.widths}
+        repeats = {w: DEFAULT_REPEATS.get(w, DEFAULT_REPEATS[1.0]) for w in args.widths}
     elif len(args.repeats) in (1, len(args.widths)):
         repeats = dict(zip(args.widths, args.repeats * len(args.widths) if len(args.repeats) == 1 else args.repeats))
     else:
         ap.error(f"--repeats takes one count or one per width ({len(args.widths)}), got {len(args.repeats)}")
     check_counts(ap, repeats=list(repeats.values()), norm_repeats=args.norm_repeats, steps=args.steps,
                  norm_steps=args.norm_steps)
+    check_setup(ap, args.threads, args.out, args.device, args.widths)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     clock = clock_noise(device)

@@ -38,7 +38,7 @@ from bssn_book.models import CNNDiscriminator, CNNGenerator
 from bssn_book.train import Trainer, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import bootstrap_ci, check_counts, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
+from run import bootstrap_ci, check_counts, check_setup, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
 
 VARIANTS = ["reference", "ours_sn", "ours_bssn"]
 BASELINE = "reference"
@@ -145,6 +145,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results" / "train_quick.json"))
     args = ap.parse_args(argv)
     check_counts(ap, repeats=args.repeats, steps=args.steps)
+    check_setup(ap, args.threads, args.out)
     torch.set_num_threads(args.threads)
     import shutil
     import tempfile

@@ -31,8 +31,13 @@ def test_clock_noise_times_each_repeat():
     (["--norm-repeats", "1"], "--norm-repeats must be at least 2, got 1"),
     (["--steps", "0"], "--steps must be at least 1, got 0"),
     (["--widths", "0.5", "0.5"], "--widths: each width once, got 0.5 0.5"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--widths", "1.0", "0"], "--widths 0.0: CNNDiscriminator: width must be a positive number"),
+    (["--widths", "nan"], "--widths nan: CNNDiscriminator: width must be a positive number"),
+    (["--device", "bogus"], "--device bogus:"),
 ])
 def test_bad_counts_are_usage_errors(argv, message, capsys, monkeypatch):
+    "Every argument is checked before any timing: a bad one used to surface after minutes, or at the final write."
     monkeypatch.setattr(bench, "time_all", lambda *a, **k: pytest.fail("timing started despite a bad count"))
     with pytest.raises(SystemExit) as e:
         bench.main(argv + ["--out", "/nonexistent/never-written.json"])
@@ -40,7 +45,7 @@ def test_bad_counts_are_usage_errors(argv, message, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], {1.0: 25, 0.25: 45}), (["--widths", "0.25", "1.0"], {0.25: 45, 1.0: 25}), (["--widths", "0.5"], {0.5: 15}),
+    ([], {1.0: 25, 0.25: 45}), (["--widths", "0.25", "1.0"], {0.25: 45, 1.0: 25}), (["--widths", "0.5"], {0.5: 25}),
     (["--repeats", "7"], {1.0: 7, 0.25: 7}), (["--repeats", "3", "4"], {1.0: 3, 0.25: 4}),
 ])
 def test_repeats_per_width(argv, expected, monkeypatch, tmp_path):
@@ -130,3 +135,14 @@ def test_train_quick_refuses_counts_it_cannot_compute_an_interval_from(argv, mes
     with pytest.raises(SystemExit) as e:
         train_quick.main(argv + ["--out", "/nonexistent/never-written.json"])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["run", "train_quick"])
+def test_an_out_that_cannot_be_written_is_refused_before_timing(script, tmp_path, capsys, monkeypatch):
+    mod = bench if script == "run" else __import__("train_quick")
+    monkeypatch.setattr(mod, "time_all", lambda *a, **k: pytest.fail("timing started despite a bad --out"))
+    (tmp_path / "a_file").write_text("x")
+    for out, message in [(tmp_path, "is a folder"), (tmp_path / "a_file" / "r.json", "is not a writable folder")]:
+        with pytest.raises(SystemExit) as e:
+            mod.main(["--out", str(out)])
+        assert e.value.code == 2 and message in capsys.readouterr().err
