@@ -12,7 +12,6 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
