@@ -199,7 +199,8 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
             e = earlier.get(r["run"])
             if r["status"] == "skipped (done)" and e and e.get("status") in ("done", "skipped (done)"):
                 r["time_s"] = e.get("time_s", r["time_s"])
-        merged = [r for name, r in earlier.items() if name not in {r["run"] for r in rows}] + rows
+        this = {r["run"] for r in rows}
+        merged = [e for name, e in earlier.items() if name not in this] + rows
         keys = list(dict.fromkeys(k for r in merged for k in r))
         table = io.StringIO()
         w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
