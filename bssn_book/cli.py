@@ -193,6 +193,18 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
                      "status": r["status"], "step": r.get("step"), "loss_d": r.get("loss_d"),
                      "loss_g": r.get("loss_g"), **{k: m[k] for k in ("fid", "kid", "is", "modes_covered", "high_quality")
                                                    if k in m}, "time_s": round(r.get("time_s", 0.0), 1)})
+    try:
+        _merge_summary(out, rows)
+    except (OSError, UsageError) as e:   # hours of runs must not end with their rows lost: keep them beside
+        keep = out / f"summary-unmerged-{os.getpid()}.json"
+        keep.write_text(json.dumps(rows, indent=1))
+        raise UsageError(f"could not merge this sweep's rows into {out / 'summary.json'} ({e}); they are in {keep}") \
+            from None
+    return rows
+
+
+def _merge_summary(out, rows):
+    "Add `rows` to the summary files in `out`, replacing rows of the same run name (see `run_sweep`)."
     with _summary_lock(out):   # read again under the lock: another sweep into `out` may have written meanwhile
         earlier = _earlier_summary(out)
         for r in rows:
@@ -206,7 +218,6 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
         w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
         atomic_write(out / "summary.csv", lambda f: f.write(table.getvalue()), "w")
         atomic_write(out / "summary.json", lambda f: f.write(json.dumps(merged, indent=1)), "w")
-    return rows
 
 
 def format_table(rows):

@@ -228,3 +228,15 @@ def test_sweep_refuses_runs_that_would_share_a_folder():
     base = cli.make_config("quick", sets=cli.parse_sets(TINY)).to_dict()
     with pytest.raises(cli.UsageError, match="share one folder: sn-c1-seed0"):
         cli.sweep_runs(base, ["sn"], [1.0, 1.0], [0], None, "unused")
+
+
+def test_a_summary_that_cannot_be_merged_at_the_end_loses_no_rows(tmp_path, monkeypatch):
+    "The runs are done when the merge fails (here summary.csv has become a folder): the rows go to a file of their own."
+    monkeypatch.setattr(cli, "_run_one", lambda name, cfg, log: {"status": "done", "step": 2, "time_s": 1.0})
+    base = cli.make_config("quick", sets=cli.parse_sets(TINY + ["iterations=2"])).to_dict()
+    out = tmp_path / "sweep"
+    out.mkdir(); (out / "summary.csv").mkdir()
+    with pytest.raises(cli.UsageError, match="could not merge this sweep's rows .* they are in .*summary-unmerged-"):
+        cli.run_sweep(cli.sweep_runs(base, ["sn", "bssn"], [1.0], [0], None, out), out=out, log=lambda m: None)
+    [kept] = out.glob("summary-unmerged-*.json")
+    assert [r["run"] for r in json.loads(kept.read_text())] == ["sn-c1-seed0", "bssn-c1-seed0"]
