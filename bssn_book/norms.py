@@ -205,15 +205,16 @@ class _BidirectionalScale(torch.autograd.Function):
         c = learnable[0] if learnable else ctx.c
         A, B, K = w3.shape
         create_graph = torch.is_grad_enabled()
-        if create_graph:   # s as a function of W (forward's s is a constant)
-            s = torch.vdot(u0, torch.mv(w3.reshape(A, -1), v0)) + torch.vdot(u1, _swapped_mv(w3, v1))
+        if create_graph:   # s as a function of W (forward's s is a constant): <W, G>, as in sigma_sum
+            G = _rank_two(u0, v0, u1, v1, w3.shape)
+            s = torch.vdot(w3.reshape(-1), G.view(-1))
         r = 2 * c / s
         dot = torch.vdot(g.reshape(-1), w3.reshape(-1))   # <g, W>
         beta = -r * dot / s                               # <g, W> d r / d s
         gc = 2 * dot / s if ctx.needs_input_grad[1] else None
         gw = None
         if ctx.needs_input_grad[0] and create_graph:
-            gw = g * r + beta * _rank_two(u0, v0, u1, v1, w3.shape)
+            gw = g * r + beta * G
         elif ctx.needs_input_grad[0]:
             gw = torch.mul(g, r, out=torch.empty(w3.shape, dtype=w3.dtype, device=w3.device))  # contiguous
             gw.view(A, B * K).addr_(u0 * beta, v0)
