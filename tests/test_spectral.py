@@ -18,6 +18,12 @@ FEW = settings(max_examples=25, deadline=None)
 SOME = settings(max_examples=40, deadline=None)
 
 
+# Offset of the power iterations' random start: seeding the global RNG with the weight generator's own seed made the
+# start a copy of the weight's first draws (x0 == w for a 1x1x4x4 kernel on 1x4x4 inputs), which for a circular
+# convolution can be orthogonal to the top singular vector: the iteration then found sigma_2.
+START = 10_000
+
+
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -38,7 +44,7 @@ def _matrix_with_gap(m, n, ratio, dtype, seed):
 @given(m=st.integers(1, 30), n=st.integers(1, 30), ratio=st.floats(0.1, 0.8), dtype=DTYPES, seed=st.integers(0, 9999))
 def test_power_iteration_converges_to_svd(m, n, ratio, dtype, seed):
     W, sigma1 = _matrix_with_gap(m, n, ratio, dtype, seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(START + seed)   # the start vector's own stream (see START)
     sigma, u, v = power_iteration(W, n_iter=80)
     exact = spectral_norm_exact(W)
     assert sigma.dtype == dtype and u.shape == (m,) and v.shape == (n,)
@@ -200,7 +206,7 @@ def test_conv_power_iteration_matches_dense_svd(case, dtype, seed):
     g = _gen(seed)
     w = torch.randn(wshape, generator=g, dtype=torch.float64).to(dtype)
     exact = float(torch.linalg.matrix_norm(conv_operator_matrix(w.double(), ishape, **kw), ord=2))
-    torch.manual_seed(seed)
+    torch.manual_seed(START + seed)   # the start vector's own stream (see START)
     sigma, x = conv_operator_norm(w, ishape, n_iter=300, **kw)
     assert sigma.dtype == dtype and x.shape == ishape and abs(float(x.norm()) - 1) < 1e-3  # even for A = 0
     assert float(sigma) <= exact * (1 + 1e3 * TOL[dtype])
@@ -259,7 +265,7 @@ def test_fft_equals_dense_svd_for_circular_padding(case, dtype, seed):
 @given(n=st.integers(3, 8), k=st.sampled_from([1, 3, 5]), seed=st.integers(0, 9999))
 def test_fft_matches_power_iteration_2d(n, k, seed):
     w = torch.randn(3, 2, k, k, generator=_gen(seed), dtype=torch.float64)
-    torch.manual_seed(seed)
+    torch.manual_seed(START + seed)   # the start vector's own stream (see START)
     if (k - 1) // 2 > n:
         return
     sigma, _ = conv_operator_norm(w, (2, n, n), padding=(k - 1) // 2, padding_mode="circular", n_iter=300)
