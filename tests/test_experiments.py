@@ -132,3 +132,33 @@ def test_collect_keeps_committed_results_when_the_runs_are_not_there(tmp_path):
     assert p.returncode == 1 and "results-r32-long" in p.stderr and "20 finished runs" in p.stdout
     after = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
     assert after == before
+
+
+def test_code_version_records_commit_and_dirty_files(run_py, tmp_path):
+    "collect's provenance (meta.json 'code'): the commit of the checkout, its changed tracked files, or why none."
+    import bssn_book
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                                    capture_output=True, text=True, check=True).stdout
+    git("init", "-q")
+    (tmp_path / "bssn_book").mkdir(); (tmp_path / "bssn_book" / "norms.py").write_text("a = 1\n")
+    (tmp_path / "notes.txt").write_text("x\n")
+    git("add", "."); git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD").strip()
+    clean = run_py.code_version(tmp_path)
+    assert clean == {"package_version": bssn_book.__version__, "commit": head, "dirty": []}
+    (tmp_path / "notes.txt").write_text("y\n"); (tmp_path / "bssn_book" / "norms.py").write_text("a = 2\n")
+    (tmp_path / "untracked.py").write_text("")                       # untracked files are not the code that ran
+    assert run_py.code_version(tmp_path)["dirty"] == ["bssn_book/norms.py", "notes.txt"]   # library files first
+    (tmp_path.parent / "not-a-checkout").mkdir(exist_ok=True)
+    none = run_py.code_version(tmp_path.parent / "not-a-checkout")
+    assert none["commit"] is None and none["dirty"] is None and "no commit recorded" in none["git"]
+
+
+def test_collect_records_the_code_in_meta(run_py, tmp_path, monkeypatch):
+    "Every collected result folder says which code made it: meta.json's 'code' is code_version()'s record."
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
+    assert run_py.collect([run_py.GRID[0]]) is True                  # its five runs are 'missing', the meta is written
+    meta = json.loads((tmp_path / "results" / "meta.json").read_text())
+    assert meta["code"] == run_py.code_version() and meta["code"]["commit"] == subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -206,6 +206,23 @@ def finished_runs(grid):
         return have, sum(r.get("status") == "done" for r in csv.DictReader(f))
 
 
+def code_version(root=None):
+    """The code that collected (and, when run.py trained in the same call, trained) the results: the package version,
+    the git commit of the checkout and whether its tracked files differ from that commit (`dirty`: the changed paths,
+    library files first). Without git or outside a checkout the commit is None and `git` says why."""
+    import bssn_book
+    root = Path(root) if root is not None else HERE   # git finds the checkout above it
+    out = {"package_version": bssn_book.__version__, "commit": None, "dirty": None}
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, check=True).stdout
+        out["commit"] = git("rev-parse", "HEAD").strip()
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+        out["dirty"] = sorted(changed, key=lambda f: (not f.startswith("bssn_book/"), f))
+    except (OSError, subprocess.CalledProcessError) as e:
+        out["git"] = f"no commit recorded: {getattr(e, 'stderr', None) or e}".strip()
+    return out
+
+
 def collect(grid):
     """Rebuild RESULTS from the run folders. The run folders are not committed: a grid whose folders hold fewer finished
     runs than its committed runs.csv (a fresh clone, say) keeps its results untouched, with a message; returns False."""
@@ -317,6 +334,7 @@ def collect(grid):
                                "min": min(walls, default=None), "max": max(walls, default=None), "n": len(walls)},
             "total_train_wall_s": sum(walls),
             "machine": MACHINE.get(RESULTS.name, "not recorded"),
+            "code": code_version(),
             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"collected {len(runs)} runs ({sum(r['status'] == 'done' for r in runs)} done) into {RESULTS}")
