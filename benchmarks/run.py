@@ -22,6 +22,7 @@ without a default of its own gets width 1.0's.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -138,6 +139,12 @@ def bootstrap_ci(times, stat, n=2000, level=0.95, seed=0):
                    for idx in ([rng.randrange(k) for _ in range(k)] for _ in range(n)))
     tail = (1 - level) / 2
     return draws[round(tail * (n - 1))], draws[round((1 - tail) * (n - 1))]
+
+
+def bootstrap_settings():
+    "bootstrap_ci's draw count and level, which every interval of a run uses: recorded in the result file (Appendix B prints them)."
+    params = inspect.signature(bootstrap_ci).parameters
+    return {k: params[k].default for k in ("n", "level")}
 
 
 def ratio_of_medians(v, base=BASELINE):
@@ -311,6 +318,7 @@ def main(argv=None):
         device=str(device), threads=args.threads, torch=torch.__version__,
         machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats={str(w): n for w, n in repeats.items()},
         steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows,
+        bootstrap=bootstrap_settings(),
         clock=dict(what=clock_what, median_s=statistics.median(clock), iqr_s=iqr(clock), times_s=clock),
         normalization_only=dict(what="all layers' weights computed (power iteration included) and the backward of "
                                      "<weight, G>: the normalization's own cost; overhead = time - the unnormalized "

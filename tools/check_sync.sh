@@ -13,7 +13,8 @@ cp -r "$tmp/bssn_book" "$tmp/bssn_book.committed"
 cp -r "$tmp/nbs" "$tmp/nbs.committed"
 (cd "$tmp" && "$bin/nbdev-export" && "$bin/nbdev-clean")
 status=0
-if ! diff -r "$tmp/bssn_book.committed" "$tmp/bssn_book" > "$tmp/lib.diff"; then
+# --no-dereference: assets/results/ holds links into experiments/ (not copied here), compared as links
+if ! diff -r --no-dereference "$tmp/bssn_book.committed" "$tmp/bssn_book" > "$tmp/lib.diff"; then
   echo "check_sync: bssn_book/ is out of sync with nbs/. Run 'make export' (nbdev-export) and commit the result:" >&2
   head -40 "$tmp/lib.diff" >&2
   status=1

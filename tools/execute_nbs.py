@@ -4,8 +4,11 @@ Each notebook in `nbs/` is copied to `_build/src/nbs/` and executed there by
 `nbdev-test --save` (so a cell that raises fails the run), with
 `BSSN_BOOK_STATIC=1` so interactive figures emit their precomputed frames.
 A notebook is executed again only when it, the package or the files in
-`experiments/` changed: the key of what it was executed with is stored in the
-executed copy's metadata. nbdev's cell directives are then turned into the
+the result files (`experiments/`, `benchmarks/results/`, which the package ships through
+`bssn_book/assets/results/`) changed: the key of what it was executed with is stored in the
+executed copy's metadata. The chapters read those files through `bssn_book.results.path`, never
+through a path into the repository: the run folder has no `experiments/` beside it, so a chapter
+that tries fails here as it would in Colab. nbdev's cell directives are then turned into the
 cell tags Jupyter Book understands (`#| hide` -> `remove-cell`, ...).
 
     python tools/execute_nbs.py [--force] [NOTEBOOK ...]
@@ -27,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 SRC = ROOT / "_build" / "src"
 BOOK_FILES = ["_toc.yml", "_config.yml", "index.md", "references.md", "references.bib"]
-# Folders the chapters read with paths relative to nbs/ (e.g. ../experiments).
-LINKED_DIRS = ["experiments", "benchmarks"]
 KEY = "bssn_exec_key"
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
 
@@ -49,7 +50,8 @@ def _files_under(folder: Path, pattern: str = "*"):
 
 
 def context_key() -> str:
-    """What every chapter depends on besides itself: the package and the result files (experiments, benchmarks)."""
+    """What every chapter depends on besides itself: the package and the result files it ships (experiments/ and
+    benchmarks/results/, linked from bssn_book/assets/results/)."""
     deps = _files_under(ROOT / "bssn_book", "*.py") + _files_under(ROOT / "bssn_book" / "assets")
     deps += _files_under(ROOT / "experiments") + _files_under(ROOT / "benchmarks" / "results")
     deps += [ROOT / "pyproject.toml", ROOT / "requirements.txt"]
@@ -116,10 +118,9 @@ def stage_book_files() -> None:
     for name in BOOK_FILES:
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, SRC / name)
-    for name in LINKED_DIRS:
-        link = SRC / name
-        if (ROOT / name).exists() and not link.exists():
-            link.symlink_to(Path("..") / ".." / name)
+    for name in ("experiments", "benchmarks"):   # links earlier versions of this script made: chapters no longer see them
+        if (SRC / name).is_symlink():
+            (SRC / name).unlink()
     # Non-notebook files the chapters reference (images, data) keep their places.
     for p in _files_under(NBS):
         if p.suffix != ".ipynb":
@@ -152,9 +153,6 @@ def main(argv=None) -> int:
     run.mkdir(parents=True)
     for src, _, _ in stale:
         shutil.copy2(src, run / src.name)
-    for name in LINKED_DIRS:  # relative paths from the run folder work as from nbs/
-        if (ROOT / name).exists() and not (SRC / name).exists():
-            (SRC / name).symlink_to(Path("..") / ".." / name)
     env = dict(os.environ, BSSN_BOOK_STATIC="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
     print(f"execute_nbs: executing {len(stale)} of {len(sources)} notebooks: "
           + ", ".join(s.name for s, _, _ in stale), flush=True)

@@ -1,0 +1,76 @@
+"""The result files the chapters read ship with the package (bssn_book.results, Appendix A).
+
+One copy lives in git, where the scripts write it (experiments/, benchmarks/results/); bssn_book/assets/results/
+links to it, and the wheel carries the files themselves.
+"""
+import glob
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bssn_book import results
+
+ROOT = Path(__file__).resolve().parents[1]
+LINKS = ROOT / "bssn_book" / "assets" / "results"
+# each link and the folder or file of the repository it stands for (where its script writes)
+EXPECTED = {"ch9/results": "experiments/ch9/results", "ch9/results-r32": "experiments/ch9/results-r32",
+            "ch9/results-r32-long": "experiments/ch9/results-r32-long", "ch9/config.json": "experiments/ch9/config.json",
+            "ch9/config_ring.json": "experiments/ch9/config_ring.json",
+            "feature_extractor/result.json": "experiments/feature_extractor/result.json",
+            "benchmarks": "benchmarks/results"}
+
+
+def _shipped_files():
+    "Relative names of the files the package data patterns take (what pyproject.toml's package-data lists)."
+    found = (Path(p) for p in glob.glob(str(LINKS / "**" / "*"), recursive=True))   # follows the links, as setuptools does
+    return sorted(str(p.relative_to(LINKS)) for p in found if p.is_file() and p.suffix in (".json", ".csv", ".png"))
+
+
+def test_links_point_at_the_one_copy_in_git():
+    links = {str(p.relative_to(LINKS)): p for p in LINKS.glob("**/*") if p.is_symlink()}
+    assert sorted(links) == sorted(EXPECTED)
+    for name, target in EXPECTED.items():
+        assert links[name].resolve() == (ROOT / target).resolve(), name
+        assert links[name].exists(), f"{name} -> {target} is dangling"
+
+
+def test_every_result_of_the_scripts_is_reachable():
+    "A new results folder written by experiments/ch9/run.py must be linked (and so shipped) too."
+    written = sorted(p.name for p in (ROOT / "experiments" / "ch9").glob("results*") if p.is_dir())
+    linked = sorted(Path(k).name for k in EXPECTED if k.startswith("ch9/results"))
+    assert written == linked, f"experiments/ch9 has {written}; bssn_book/assets/results/ch9 links {linked}"
+
+
+def test_path_finds_files_and_names_what_is_wrong():
+    assert results.path("ch9/results/runs.csv").is_file()
+    assert json.loads(results.path("benchmarks/d_step.json").read_text())["rows"]
+    with pytest.raises(FileNotFoundError, match="'ch9/nope.csv'.*ch9/results"):
+        results.path("ch9/nope.csv")
+    for bad in ("../pyproject.toml", "/etc/passwd", ""):
+        with pytest.raises(ValueError, match="relative name"):
+            results.path(bad)
+
+
+def test_the_bootstrap_settings_recorded_are_the_code_s():
+    "Appendix B prints the draws and level from d_step.json; they must be what benchmarks/run.py's bootstrap_ci uses."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert json.loads(results.path("benchmarks/d_step.json").read_text())["bootstrap"] == run.bootstrap_settings()
+
+
+def test_the_wheel_carries_the_results_and_stays_small(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, cwd=ROOT)
+    wheel, = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = {n for n in z.namelist() if n.startswith("bssn_book/assets/results/")}
+        assert names == {f"bssn_book/assets/results/{n}" for n in _shipped_files()}
+        assert all(not z.getinfo(n).external_attr >> 28 == 0o12 for n in names)   # files, not links
+    assert wheel.stat().st_size < 10e6, f"{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB"
