@@ -71,6 +71,7 @@ book: env node_modules/.stamp
 	$(BIN)/python tools/book_assets.py && \
 	rm -rf _build/html _build/jupyter_execute && \
 	$(BIN)/jupyter-book build _build/src --path-output . --warningiserror --keep-going -q && \
+	$(BIN)/python tools/doc_links.py && \
 	echo "make book: done in $$(( $$(date +%s) - start )) s; open $(CURDIR)/_build/html/index.html"
 
 test: env browser-deps

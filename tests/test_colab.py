@@ -110,3 +110,22 @@ def test_a_chapter_installs_the_extras_its_code_uses(nb):
     assert needed <= listed, f"{nb.name} uses {sorted(needed - listed)} in its cells; add to tools/install_cell.py's EXTRAS"
     unused = {e for e in listed if not uses(e, cells)}
     assert not unused, f"{nb.name} lists {sorted(unused)} in tools/install_cell.py's EXTRAS but its code never uses it"
+
+
+def _names(path):
+    lines = [l.split("#")[0].strip() for l in path.read_text().splitlines()]
+    return {re.split(r"[=<>!~\[ ]", l)[0].lower(): l for l in lines if l and not l.startswith("-")}
+
+
+def test_binder_installs_the_colab_set_with_cpu_torch():
+    colab, binder = _names(ROOT / "tools" / "colab_requirements.txt"), _names(ROOT / "binder" / "requirements.txt")
+    assert set(binder) == set(colab)
+    for name in ("torch", "torchvision"):
+        assert binder[name] == colab[name] + "+cpu"
+    assert {n: l for n, l in binder.items() if n not in ("torch", "torchvision")} == \
+        {n: l for n, l in colab.items() if n not in ("torch", "torchvision")}
+
+
+def test_the_readme_shows_the_install_line_the_cells_run():
+    line = next(l for l in install_cell.cell_text(["metrics", "data"]).splitlines() if "%pip" in l).strip()
+    assert line.replace("{source}", "git+" + install_cell.repository_url()) in (ROOT / "README.md").read_text()
