@@ -121,10 +121,12 @@ class TensorImages(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.images[i]
 
 class GeneratorImages(GenerativeModelBase):
-    "Wraps a generator `G(z)` with output in [-1, 1] as a torch-fidelity generative model producing uint8 images."
+    """Wraps a generator `G(z)` with output in [-1, 1] as a torch-fidelity generative model producing uint8 images.
+    `z_dim`: an int (z is B x z_dim) or the shape of one z (DCGAN's G takes B x 100 x 1 x 1: `z_dim=(100, 1, 1)`)."""
     def __init__(self, generator, z_dim):
         super().__init__()
-        self.generator, self._z_dim = generator, int(z_dim)
+        self._z_shape = _z_shape(z_dim)
+        self.generator, self._z_dim = generator, math.prod(self._z_shape)
     @property
     def z_size(self): return self._z_dim
     @property
@@ -134,7 +136,29 @@ class GeneratorImages(GenerativeModelBase):
     def forward(self, z):
         p = next(self.generator.parameters(), None)
         if p is not None: z = z.to(device=p.device, dtype=p.dtype)
-        return to_uint8(self.generator(z))
+        z = z.reshape(len(z), *self._z_shape)
+        try:
+            x = self.generator(z)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise ValueError(f"compute_metrics: the generator failed on z of shape {tuple(z.shape)} (z_dim="
+                             f"{self._z_shape if len(self._z_shape) > 1 else self._z_dim}): {type(e).__name__}: {e}. "
+                             "Pass z_dim as the shape of one z, e.g. z_dim=(100, 1, 1), or a sampling function") from e
+        return to_uint8(_check_images(x, "the generator's output"))
+
+def _z_shape(z_dim):
+    "z_dim as a tuple of positive ints (an int, or the shape of one z)."
+    dims = (z_dim,) if isinstance(z_dim, numbers.Integral) else z_dim
+    if (not isinstance(dims, (tuple, list, torch.Size)) or not dims or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims)):
+        raise ValueError(f"compute_metrics: z_dim must be a positive int or the shape of one z (a tuple of positive "
+                         f"ints, e.g. (100, 1, 1)), got {z_dim!r}")
+    return tuple(int(d) for d in dims)
+
+def _check_images(x, what):
+    if not torch.is_tensor(x) or x.dim() != 4:
+        raise ValueError(f"compute_metrics: {what} must be images N x C x H x W, got "
+                         f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}")
+    return x
 
 # %% ../nbs/08d_metrics.ipynb #77d8a99c
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -166,11 +190,17 @@ _KEYS = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": 
 
 def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_samples=None, z_dim=None,
                     batch_size=64, fid=True, kid=True, isc=True, prc=False, device=None, seed=0,
-                    kid_subsets=100, kid_subset_size=None, weights_path=None, download=False, verbose=False):
+                    kid_subsets=100, kid_subset_size=None, weights_path=None, download=False, verbose=False,
+                    generator_mode="eval"):
     """FID/KID/IS/precision-recall of generated images against `real` through `torch_fidelity.calculate_metrics`.
 
-    - `generator_or_samples`: a generator module `G(z)` (z ~ N(0, I) of size `z_dim`, output in [-1, 1]) or a
-      tensor of samples N x C x H x W (float in [-1, 1] or uint8).
+    - `generator_or_samples`: a generator module `G(z)` (z ~ N(0, I) of shape B x `z_dim`, where `z_dim` is an int
+      or the shape of one z, e.g. `(100, 1, 1)` for DCGAN's G; output in [-1, 1]), a sampling function
+      `sample(n)` returning n images (called with `batch_size` at most, under `torch.random.fork_rng` seeded
+      with `seed`), or a tensor of samples N x C x H x W (float in [-1, 1] or uint8).
+    - `generator_mode`: the mode G is evaluated in, "eval" (the default: BatchNorm's running statistics, as a
+      trained G is used) or "train" (the batch's statistics), or None (as found). Every submodule's mode is restored
+      afterwards, as it was found.
     - `real`: tensor N x C x H x W of real images (float in [-1, 1] or uint8).
     - `extractor`: `'mnist'` (the shipped offline classifier) or `'inception-v3-compat'` (the standard Inception,
       only if its weights are cached locally, or `download=True`, or `weights_path` given).
@@ -192,24 +222,42 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     if not (fid or kid or isc or prc):
         raise ValueError("compute_metrics: ask for at least one of fid, kid, isc, prc")
     name, fe_kwargs = _resolve_extractor(extractor, weights_path, download)
+    if generator_mode not in ("eval", "train", None):
+        raise ValueError(f"compute_metrics: generator_mode must be 'eval', 'train' or None, got {generator_mode!r}")
     real_ds = TensorImages(real) if (fid or kid or prc) else None
+    modes = None
     if isinstance(generator_or_samples, nn.Module):
         if z_dim is None:
-            raise ValueError("compute_metrics: z_dim is required when a generator module is given")
+            raise ValueError("compute_metrics: z_dim is required when a generator module is given (an int, or the "
+                             "shape of one z such as (100, 1, 1))")
         n_gen = int(num_samples) if num_samples is not None else (len(real_ds) if real_ds is not None else 1000)
         input1 = GeneratorImages(generator_or_samples, z_dim)
         if device is None:
             p = next(generator_or_samples.parameters(), None)
             device = p.device if p is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        was_training = generator_or_samples.training
-        generator_or_samples.eval()
+        modes = [(m, m.training) for m in generator_or_samples.modules()]   # restored in `finally`, each one
+        if generator_mode is not None:
+            generator_or_samples.train(generator_mode == "train")
+    elif callable(generator_or_samples) and not torch.is_tensor(generator_or_samples):
+        n_gen = int(num_samples) if num_samples is not None else (len(real_ds) if real_ds is not None else 1000)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            parts, left = [], n_gen
+            while left > 0:
+                x = _check_images(generator_or_samples(min(batch_size, left)), "sample(n)'s output")
+                parts.append(to_uint8(x.detach().cpu()))
+                left -= len(x)
+                if len(x) == 0:
+                    raise ValueError("compute_metrics: sample(n) returned no images")
+        input1 = TensorImages(torch.cat(parts)[:n_gen])
+        if device is None: device = "cuda" if torch.cuda.is_available() else "cpu"
     elif torch.is_tensor(generator_or_samples):
         input1 = TensorImages(generator_or_samples)
-        n_gen, was_training = len(input1), None
+        n_gen = len(input1)
         if device is None: device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
-        raise TypeError(f"compute_metrics: generator_or_samples must be an nn.Module or a tensor, "
-                        f"got {type(generator_or_samples).__name__}")
+        raise TypeError(f"compute_metrics: generator_or_samples must be an nn.Module, a sampling function or a "
+                        f"tensor, got {type(generator_or_samples).__name__}")
     n_real = len(real_ds) if real_ds is not None else 0
     if (fid or kid or prc) and min(n_gen, n_real) < 4:
         raise ValueError(f"compute_metrics: need at least 4 generated and 4 real images, got {n_gen} and {n_real}")
@@ -235,7 +283,8 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
             warnings.simplefilter("ignore")
             raw = torch_fidelity.calculate_metrics(**kwargs)
     finally:
-        if was_training: generator_or_samples.train()
+        for m, training in modes or ():
+            m.training = training
     out = {_KEYS.get(k, k): float(v) for k, v in raw.items()}
     out.update(extractor=name, num_generated=n_gen, num_real=n_real)
     return out
