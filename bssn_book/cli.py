@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UsageError', 'parse_value', 'parse_sets', 'read_config_file', 'make_config', 'evaluate_checkpoint', 'sweep_runs',
-           'run_sweep', 'format_table', 'build_parser', 'main']
+           'thread_share', 'run_sweep', 'format_table', 'build_parser', 'main']
 
 # %% ../nbs/08f_cli.ipynb #00000003
 import argparse, contextlib, csv, io, itertools, json, os, subprocess, sys, time
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .train import (PRESETS, SETTINGS, CheckpointError, ConfigError, NonFiniteLossError, TrainConfig,
-                             Trainer, atomic_write, build_models, evaluate_generator, load_checkpoint,
+                             Trainer, atomic_write, available_cpus, build_models, evaluate_generator, load_checkpoint,
                              load_dataset, resolve_device)
 
 # %% ../nbs/08f_cli.ipynb #00000006
@@ -127,7 +127,8 @@ def _run_one(name, cfg, log):
     cfg_path = out / "run_config.json"
     cfg_path.write_text(json.dumps(cfg.to_dict(), indent=1))
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    if cfg.threads is not None:   # OpenMP's and MKL's pools in the child start at the run's share (fit() sets torch's)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg.threads)
     t0 = time.perf_counter()
     with open(out / "train.log", "a") as f:
         rc = subprocess.run(_train_command(cfg_path), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
@@ -177,20 +178,30 @@ def _summary_lock(out):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def thread_share(jobs, n_runs):
+    "torch threads per run when `jobs` runs of `n_runs` share this process's CPUs: an equal share, at least 1."
+    return max(1, available_cpus() // max(1, min(jobs, n_runs)))
+
+
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
     """Run `(name, config)` pairs as local processes, `jobs` at a time; returns this sweep's summary rows.
+
+    A run whose config leaves `threads` at None gets `thread_share(jobs, len(runs))` threads: the processes running
+    at once share the cores instead of each taking all of them (a core wanted by two threads stalls both).
 
     The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier sweeps into the same folder:
     a run of the same name is replaced (keeping its training time if it was only skipped this time), others stay."""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     _earlier_summary(out)   # an unreadable summary stops the sweep before anything runs
+    share = thread_share(jobs, len(runs))
+    runs = [(name, cfg if cfg.threads is not None else cfg.replace(threads=share)) for name, cfg in runs]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda nc: _run_one(nc[0], nc[1], log), runs))
     rows = []
     for (name, cfg), r in zip(runs, results):
         m = r.get("metrics") or {}
         rows.append({"run": name, "norm": cfg.norm, "scale": cfg.scale, "seed": cfg.seed, "n_dis": cfg.n_dis,
-                     "status": r["status"], "step": r.get("step"), "loss_d": r.get("loss_d"),
+                     "status": r["status"], "threads": r.get("threads"), "step": r.get("step"), "loss_d": r.get("loss_d"),
                      "loss_g": r.get("loss_g"), **{k: m[k] for k in ("fid", "kid", "is", "modes_covered", "high_quality")
                                                    if k in m}, "time_s": round(r.get("time_s", 0.0), 1)})
     try:
@@ -274,7 +285,9 @@ def build_parser():
     src.add_argument("--preset", help="base preset of every run (default quick)")
     src.add_argument("--config", help="base config file of every run")
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override fields of every run")
-    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time; each gets an equal share of this machine's CPUs as its torch threads "
+                        "(CPUs // jobs, at least 1) unless the config sets threads")
     s.add_argument("--out", required=True, help="folder of the sweep (one subfolder per run)")
     return p
 

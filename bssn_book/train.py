@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['NORMS', 'DATASETS', 'MODELS', 'LOSSES', 'GAMMAS', 'EXTRACTORS', 'TOY_DATASETS', 'ROOT_DATASETS', 'PRESETS',
-           'SETTINGS', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'preset', 'CheckpointError', 'NonFiniteLossError',
-           'atomic_write', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'resolve_device', 'load_dataset',
-           'build_models', 'ResumableSampler', 'is_image_data', 'seed_everything', 'rng_state', 'set_rng_state',
-           'evaluate_generator', 'Trainer']
+           'SETTINGS', 'ARCH_FIELDS', 'ConfigError', 'TrainConfig', 'available_cpus', 'default_threads', 'preset',
+           'CheckpointError', 'NonFiniteLossError', 'atomic_write', 'save_checkpoint', 'load_checkpoint',
+           'list_checkpoints', 'resolve_device', 'load_dataset', 'build_models', 'ResumableSampler', 'is_image_data',
+           'seed_everything', 'rng_state', 'set_rng_state', 'evaluate_generator', 'Trainer']
 
 # %% ../nbs/08e_train.ipynb #00000003
 import copy, csv, dataclasses, json, math, os, random, signal, sys, tempfile, time, warnings
@@ -70,6 +70,7 @@ class TrainConfig:
     keep_last: int = 3                # checkpoints kept on disk
     out_dir: str = "runs/quick"
     progress: bool = True             # tqdm progress bar (when tqdm is installed)
+    threads: int | None = None        # torch's CPU threads while fit() runs (None: default_threads())
 
     def validate(self):
         "Raise `ConfigError` listing every bad field with the values it accepts; return `self` when all are good."
@@ -90,6 +91,7 @@ class TrainConfig:
         for name in ("z_dim", "n_dis", "batch_size", "iterations", "log_every", "keep_last"): int_at_least(name, 1)
         for name in ("sample_every", "metrics_every", "checkpoint_every", "seed"): int_at_least(name, 0)
         int_at_least("metrics_samples", 4)
+        if self.threads is not None: int_at_least("threads", 1)
         if self.channels not in (1, 3) or isinstance(self.channels, bool): bad("channels", "1, 3")
         if self.model == "cnn" and not (is_int(self.resolution) and self.resolution >= 8 and self.resolution % 8 == 0):
             bad("resolution", "a multiple of 8 (>= 8) for model 'cnn'")
@@ -132,7 +134,7 @@ class TrainConfig:
                               f"(allowed: {', '.join(names)})")
         d = dict(d)
         if isinstance(d.get("betas"), list): d["betas"] = tuple(d["betas"])
-        for k in ("norm", "gamma", "ema", "data_root"):   # TOML has no null: "none", "null", "" mean None here
+        for k in ("norm", "gamma", "ema", "data_root", "threads"):   # TOML has no null: "none", "null", "" mean None here
             if isinstance(d.get(k), str) and d[k].lower() in ("", "none", "null"):
                 d[k] = None
         return cls(**d)
@@ -144,6 +146,20 @@ class TrainConfig:
     def to_dict(self):
         "Plain dict (JSON-serializable)."
         d = asdict(self); d["betas"] = list(d["betas"]); return d
+
+
+def available_cpus():
+    "The CPUs this process may run on (its affinity mask where the OS has one, else all of the machine's)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads():
+    """torch's CPU threads for one training process when the config leaves `threads` at None: this process's CPUs
+    shared among the training processes torchrun started on this machine (LOCAL_WORLD_SIZE), and never more than
+    torch's own setting (OMP_NUM_THREADS where set, else the cores). At least 1."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(torch.get_num_threads(), available_cpus() // max(local, 1)))
+
 
 # %% ../nbs/08e_train.ipynb #0000000a
 _PAPER = dict(model="cnn", width=1.0, channels=3, z_dim=128, norm="bssn", scale=1.0, loss="hinge", n_dis=1,
@@ -769,6 +785,9 @@ class Trainer:
                            mininterval=1.0, dynamic_ncols=True)
             except ImportError:
                 bar = None
+        threads_before = torch.get_num_threads()   # given back when fit() returns (a notebook's kernel keeps its own)
+        torch.set_num_threads(c.threads or default_threads())
+        self.threads = torch.get_num_threads()
         t0, start_step, status = time.perf_counter(), self.step, "done"
         last_saved = self.step if self.resumed_from is not None else None
         try:
@@ -798,8 +817,9 @@ class Trainer:
             for sig, h in old.items(): signal.signal(sig, h if h is not None else signal.SIG_DFL)
             if bar is not None: bar.close()
             if self._tb is not None: self._tb.close()
+            torch.set_num_threads(threads_before)
         summary = {"status": status, "step": self.step, "iterations": c.iterations, "out_dir": str(self.out),
-                   "steps_per_s": (self.step - start_step) / max(time.perf_counter() - t0, 1e-9),
+                   "steps_per_s": (self.step - start_step) / max(time.perf_counter() - t0, 1e-9), "threads": self.threads,
                    "checkpoint": str(self.ckpt_dir / f"ckpt-{last_saved:08d}.pt") if last_saved is not None else None,
                    "resumed_from": str(self.resumed_from) if self.resumed_from else None}
         if status == "interrupted":

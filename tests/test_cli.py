@@ -131,6 +131,29 @@ def test_sweep_runs_in_parallel_skips_done_and_resumes_unfinished(tmp_path, caps
     assert code == 0 and stdout.count("skipped (done)") == 4                   # 2 progress lines + 2 table rows
 
 
+def test_sweep_gives_each_run_its_share_of_the_cpus(tmp_path, capsys, monkeypatch):
+    """--jobs 2 on 8 CPUs: each training process runs with 4 torch threads (read back from the runs' done.json and the
+    summary); --jobs 1: all 8; threads set in the config wins. (available_cpus is patched: the share is computed by the
+    sweep, the count is applied and recorded by each run's own process.)"""
+    monkeypatch.setattr(cli, "available_cpus", lambda: 8)
+    common = ["--scales", "1.0", "--seeds", "0", "--set", *TINY, "iterations=1"]
+    code, _, err = run_main(["sweep", "--kinds", "sn,bssn", "--jobs", "2", "--out", str(tmp_path / "two"), *common],
+                            capsys)
+    assert code == 0, err
+    for run in ("sn-c1-seed0", "bssn-c1-seed0"):
+        assert json.loads((tmp_path / "two" / run / "done.json").read_text())["threads"] == 4
+    assert [r["threads"] for r in json.loads((tmp_path / "two" / "summary.json").read_text())] == [4, 4]
+    code, _, err = run_main(["sweep", "--kinds", "sn", "--jobs", "2", "--out", str(tmp_path / "one"), *common], capsys)
+    assert code == 0, err    # one run: nothing runs beside it, so it gets all 8 whatever --jobs says
+    assert json.loads((tmp_path / "one" / "sn-c1-seed0" / "done.json").read_text())["threads"] == 8
+    code, _, err = run_main(["sweep", "--kinds", "sn", "--jobs", "2", "--out", str(tmp_path / "set"), *common,
+                             "threads=3"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "set" / "sn-c1-seed0" / "done.json").read_text())["threads"] == 3
+    sweep_help = cli.build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
+    assert "equal share of this machine's CPUs" in " ".join(sweep_help.split())   # --help says so
+
+
 def test_console_script_exit_code_and_one_line_error(tmp_path):
     exe = ROOT / ".venv" / "bin" / "bssn-book"
     if not exe.exists():

@@ -83,7 +83,8 @@ def test_validate_names_every_bad_field_and_allowed_values():
     (dict(channels=2), "channels"), (dict(dataset="cifar10"), "data_root"), (dict(model="mlp"), "mlp"),
     (dict(dataset="ring"), "ring"), (dict(amp=True, device="cpu"), "amp"), (dict(gamma="both"), "gamma"),
     (dict(width=0), "width"), (dict(lr_d=float("nan")), "lr_d"), (dict(metrics_extractor="clip"), "metrics_extractor"),
-    (dict(dataset="svhn"), "dataset"), (dict(iterations=1.5), "iterations")])
+    (dict(dataset="svhn"), "dataset"), (dict(iterations=1.5), "iterations"), (dict(threads=0), "threads"),
+    (dict(threads=1.5), "threads"), (dict(threads=True), "threads")])
 def test_validate_single_fields(kw, field):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**kw).validate()
@@ -143,6 +144,31 @@ def test_fit_logs_monitors_samples_and_done(tmp_path):
     state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
     assert state["step"] == 6 and state["G_ema"] is not None
     assert set(state["rng"]) >= {"torch", "numpy", "python"} and state["config"]["out_dir"] == str(out)
+
+
+def test_fit_runs_with_the_configured_threads_and_gives_the_old_count_back(tmp_path, monkeypatch):
+    "threads=N: fit() runs with N torch threads (recorded in its summary and done.json), then restores the caller's."
+    seen = []
+    monkeypatch.setattr(Trainer, "train_step", lambda self, f=Trainer.train_step: (seen.append(torch.get_num_threads()),
+                                                                                  f(self))[1])
+    r = Trainer(tiny_config(tmp_path / "a", iterations=2, threads=3), data=tiny_data()).fit()
+    assert seen == [3, 3] and r["threads"] == 3 and json.loads((tmp_path / "a" / "done.json").read_text())["threads"] == 3
+    assert torch.get_num_threads() == 1                                     # this module's setting, given back
+    seen.clear()
+    r = Trainer(tiny_config(tmp_path / "b", iterations=1), data=tiny_data()).fit()   # None: default_threads()
+    assert seen == [1] and r["threads"] == 1
+
+
+def test_default_threads_share_the_cpus_among_torchrun_processes(monkeypatch):
+    from bssn_book import train
+    monkeypatch.setattr(train, "available_cpus", lambda: 8)
+    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 6)          # torch's own setting caps the share
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert train.default_threads() == 6
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert train.default_threads() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert train.default_threads() == 1                                     # never 0
 
 
 def test_n_dis_steps_d_per_g_step(tmp_path):
