@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ("sn-c1-seed3", "bssn-c1.2-seed3")   # one SN_w and one BSSN run of the 16x16 grid (about a minute each)
 LOSS_COLUMNS = ("loss_d", "loss_g", "d_real", "d_fake")
-# one thread: the trajectory depends on the thread count (1 and 2 threads part at step 10), and the committed runs used one
+# one thread: the trajectory depends on the thread count (1 and 2 threads part at step 10), and the committed runs used
+# one (config `threads`, set in _sweep, and the environment)
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
@@ -45,6 +46,8 @@ def _results_are_recorded():
 
 
 def _sweep(out, kind, scale, seed, sets, config, env):
+    "One `bssn-book sweep` run, pinned to one torch thread (the sweep would otherwise give it a share of the CPUs)."
+    sets = dict(sets, threads=1)
     cmd = [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())", "sweep", "--config",
            str(config), "--kinds", kind, "--scales", f"{scale:g}", "--seeds", str(seed), "--jobs", "1", "--out", str(out)]
     if sets:
@@ -105,3 +108,5 @@ def test_training_is_deterministic_for_a_thread_count(tmp_path):
         _sweep(tmp_path / f"r{i}", "sn", 1.0, 3, sets, run_py.CONFIG, ENV)
         logs.append([{k: v for k, v in r.items() if k != "time_s"} for r in _log(tmp_path / f"r{i}" / "sn-c1-seed3")])
     assert len(logs[0]) == 3 and logs[0] == logs[1]
+    done = json.loads((tmp_path / "r0" / "sn-c1-seed3" / "done.json").read_text())
+    assert done.get("threads", 1) == 1                       # the run used the one thread it was given
