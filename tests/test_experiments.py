@@ -162,3 +162,22 @@ def test_collect_records_the_code_in_meta(run_py, tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "results" / "meta.json").read_text())
     assert meta["code"] == run_py.code_version() and meta["code"]["commit"] == subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def test_collect_records_each_runs_thread_count(run_py, tmp_path, monkeypatch):
+    "runs.csv carries the torch thread count each run reports in done.json (trajectories depend on it)."
+    import csv
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run_py, "HERE", tmp_path)                      # the ring runs live in HERE/runs
+    g = next(g for g in run_py.GRID if g["data"] == "ring" and g["kind"] == "sn")
+    for seed in g["seeds"]:
+        d = run_py.run_dir(g, seed); d.mkdir(parents=True)
+        (d / "done.json").write_text(json.dumps({"step": 20, "threads": 1 + seed % 2,
+                                                 "metrics": {"modes_covered": 8, "high_quality": 0.9}}))
+        (d / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss_d": 1.0, "loss_g": 0.5, "d_real": 0.2,
+                                                         "d_fake": -0.1}) + "\n" for s in (10, 20)))
+    assert run_py.collect([g]) is True
+    with open(tmp_path / "results" / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["threads"]) for r in rows] == [1 + s % 2 for s in g["seeds"]]

@@ -250,7 +250,8 @@ def collect(grid):
                 m = s.get("metrics") or {}
                 row.update(status="done", step=s["step"], fid=m.get("fid"), kid=m.get("kid"), inception_score=m.get("is"),
                            modes_covered=m.get("modes_covered"), high_quality=m.get("high_quality"),
-                           steps_per_s=s.get("steps_per_s"))
+                           steps_per_s=s.get("steps_per_s"),
+                           threads=s.get("threads"))   # torch threads the run used: trajectories depend on it
             elif (d / "train.log").exists():
                 text = (d / "train.log").read_text()
                 status = "diverged" if "non-finite" in text else ("failed" if "error" in text.lower() else "incomplete")
