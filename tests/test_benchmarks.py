@@ -146,3 +146,29 @@ def test_an_out_that_cannot_be_written_is_refused_before_timing(script, tmp_path
         with pytest.raises(SystemExit) as e:
             mod.main(["--out", str(out)])
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_profile_step_charges_every_operator_once_and_counts_the_normalization(tmp_path, monkeypatch):
+    """benchmarks/profile_step.py: the parts of a step add up to the profiled step (every event charged once); the
+    normalization's operators are counted exactly (the count the machine's noise does not touch): under
+    parametrize.cached() the weights are computed once per step instead of once per forward (D(real), D(fake))."""
+    import profile_step
+    monkeypatch.setattr(profile_step.torch, "set_num_threads", lambda n: None)   # as keep_thread_count, for this module
+    out = tmp_path / "p.json"
+    profile_step.main(["--widths", "0.0625", "--steps", "1", "--rounds", "1", "--wall-repeats", "0",
+                       "--variants", "none", "sn", "sn+cached", "bssn", "--out", str(out)])
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["widths"][0]["rows"]}
+    for r in rows.values():
+        assert sum(r["parts_us"].values()) == pytest.approx(r["step_us"], rel=1e-6)
+    assert rows["none"]["normalization_ops"] == 0 and rows["none"]["normalization_parts"] == []
+    forward = {v: rows[v]["ops_per_step"]["forward: normalization"] for v in ("sn", "sn+cached", "bssn")}
+    assert forward["sn"] == 2 * forward["sn+cached"] > 0      # two forwards per D step, or one computation cached
+    assert forward["bssn"] > forward["sn"]                    # two power iterations per convolution
+    assert "backward: ConvolutionBackward0" not in rows["sn"]["normalization_parts"]
+
+
+def test_profile_step_needs_the_unnormalized_reference(tmp_path, capsys):
+    import profile_step
+    with pytest.raises(SystemExit) as e:
+        profile_step.main(["--variants", "sn", "bssn", "--out", str(tmp_path / "p.json")])
+    assert e.value.code == 2 and "'none' is the reference" in capsys.readouterr().err
