@@ -349,3 +349,22 @@ def test_remove_norm_leaves_a_plain_layer(kind):
     out = m(x)
     remove_norm(m)
     assert type(m) is nn.Linear and torch.allclose(m(x), out, atol=1e-6)
+
+
+# issue 13, fix 1: the warm-up ends as torch's does, with v = M^T u / ||M^T u|| for each reshape M, so that eval
+# right after normalizing divides by u^T M v = ||M^T u||
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layer", ["linear", "conv", "convT"])
+def test_warm_up_ends_with_v_from_u(kind, layer):
+    make = {"linear": lambda: nn.Linear(6, 5), "conv": lambda: nn.Conv2d(3, 4, 3),
+            "convT": lambda: nn.ConvTranspose2d(3, 4, 3)}[layer]
+    torch.manual_seed(0)
+    m = normalize(make().double(), kind)
+    w, norm = m.parametrizations.weight.original.detach(), the_norm(m)
+    out_first = w.transpose(0, 1) if layer == "convT" else w            # torch's reshape for SN_w
+    if kind in ("bsn", "bssn") and layer != "linear":
+        pairs = [(norm._u0, norm._v0, w.flatten(1)), (norm._u1, norm._v1, w.transpose(0, 1).flatten(1))]
+    else:
+        pairs = [(norm._u, norm._v, out_first.flatten(1))]
+    for u, v, M in pairs:
+        assert torch.allclose(v.reshape(-1), F.normalize(M.t() @ u, dim=0), atol=1e-12)
