@@ -11,6 +11,8 @@ import argparse, contextlib, csv, io, itertools, json, os, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from .train import (PRESETS, SETTINGS, CheckpointError, ConfigError, NonFiniteLossError, TrainConfig,
                              Trainer, atomic_write, available_cpus, build_models, evaluate_generator, load_checkpoint,
                              load_dataset, resolve_device)
@@ -179,8 +181,9 @@ def _summary_lock(out):
 
 
 def thread_share(jobs, n_runs):
-    "torch threads per run when `jobs` runs of `n_runs` share this process's CPUs: an equal share, at least 1."
-    return max(1, available_cpus() // max(1, min(jobs, n_runs)))
+    """torch threads per run when `jobs` runs of `n_runs` share this process's CPUs: an equal share, at least 1, and
+    never more than torch's own setting here (OMP_NUM_THREADS=1 in the sweep's environment keeps every run at 1)."""
+    return max(1, min(torch.get_num_threads(), available_cpus() // max(1, min(jobs, n_runs))))
 
 
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
@@ -287,7 +290,7 @@ def build_parser():
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override fields of every run")
     s.add_argument("--jobs", type=int, default=1,
                    help="runs at a time; each gets an equal share of this machine's CPUs as its torch threads "
-                        "(CPUs // jobs, at least 1) unless the config sets threads")
+                        "(CPUs // jobs, at least 1, at most OMP_NUM_THREADS where set) unless the config sets threads")
     s.add_argument("--out", required=True, help="folder of the sweep (one subfolder per run)")
     return p
 

@@ -133,9 +133,10 @@ def test_sweep_runs_in_parallel_skips_done_and_resumes_unfinished(tmp_path, caps
 
 def test_sweep_gives_each_run_its_share_of_the_cpus(tmp_path, capsys, monkeypatch):
     """--jobs 2 on 8 CPUs: each training process runs with 4 torch threads (read back from the runs' done.json and the
-    summary); --jobs 1: all 8; threads set in the config wins. (available_cpus is patched: the share is computed by the
+    summary); one run alone: all 8; threads set in the config wins; never more than torch's setting in the sweep. (available_cpus is patched: the share is computed by the
     sweep, the count is applied and recorded by each run's own process.)"""
     monkeypatch.setattr(cli, "available_cpus", lambda: 8)
+    monkeypatch.setattr(cli.torch, "get_num_threads", lambda: 8)   # the sweep's own setting (this module pins 1)
     common = ["--scales", "1.0", "--seeds", "0", "--set", *TINY, "iterations=1"]
     code, _, err = run_main(["sweep", "--kinds", "sn,bssn", "--jobs", "2", "--out", str(tmp_path / "two"), *common],
                             capsys)
@@ -150,6 +151,10 @@ def test_sweep_gives_each_run_its_share_of_the_cpus(tmp_path, capsys, monkeypatc
                              "threads=3"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "set" / "sn-c1-seed0" / "done.json").read_text())["threads"] == 3
+    monkeypatch.setattr(cli.torch, "get_num_threads", lambda: 1)   # OMP_NUM_THREADS=1 where the sweep runs: 1 each
+    assert cli.thread_share(2, 2) == 1 and cli.thread_share(1, 5) == 1
+    monkeypatch.setattr(cli.torch, "get_num_threads", lambda: 3)
+    assert cli.thread_share(1, 5) == 3 and cli.thread_share(4, 5) == 2
     sweep_help = cli.build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
     assert "equal share of this machine's CPUs" in " ".join(sweep_help.split())   # --help says so
 
