@@ -172,3 +172,65 @@ def test_profile_step_needs_the_unnormalized_reference(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         profile_step.main(["--variants", "sn", "bssn", "--out", str(tmp_path / "p.json")])
     assert e.value.code == 2 and "'none' is the reference" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
+def test_a_cached_d_step_is_the_trainers_single_forward_step(kind):
+    """profile_step's '+cached' variants: two forwards, D(real) and D(fake), under torch's parametrize.cached() give
+    the loss, the gradients and the power-iteration buffers of one forward on the two batches concatenated (what
+    bssn_book's Trainer does: one update per D step). Without cached() the two forwards update the buffers twice."""
+    import copy
+    import torch.nn.functional as F
+    from torch.nn.utils import parametrize
+    from bssn_book.models import CNNDiscriminator
+    from bssn_book.norms import apply_norm
+    torch = bench.torch
+    torch.manual_seed(0)
+    D = CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
+    apply_norm(D, kind, example_input=torch.zeros(1, 3, 32, 32) if kind == "strict" else None)
+    D_cached, D_cat, D_twice = D, copy.deepcopy(D), copy.deepcopy(D)
+    real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    hinge = lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    with parametrize.cached():
+        loss_cached = hinge(D_cached(real), D_cached(fake))
+    loss_cached.backward()
+    out = D_cat(torch.cat([real, fake]))
+    loss_cat = hinge(out[:4], out[4:])
+    loss_cat.backward()
+    hinge(D_twice(real), D_twice(fake)).backward()
+    assert torch.allclose(loss_cached, loss_cat, rtol=1e-5)
+    for (name, p), q in zip(D_cached.named_parameters(), D_cat.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
+    assert all(torch.equal(a, b) for a, b in zip(D_cached.buffers(), D_cat.buffers()))
+    assert not all(torch.equal(a, b) for a, b in zip(D_twice.buffers(), D_cat.buffers()))
+
+
+@pytest.mark.parametrize("kind", ["sn", "bssn"])
+def test_a_cached_d_step_through_torch_compile_updates_once(kind):
+    """The same through torch.compile (dynamo and AOTAutograd; the aot_eager backend, which compiles in seconds): one
+    power-iteration update per cached step, equal to the single forward's to rounding (twice would move u by ~1e-2),
+    and the same loss and gradients."""
+    import copy
+    import torch.nn.functional as F
+    from torch.nn.utils import parametrize
+    from bssn_book.models import CNNDiscriminator
+    from bssn_book.norms import apply_norm
+    torch = bench.torch
+    torch.manual_seed(0)
+    D = CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
+    apply_norm(D, kind)
+    D_compiled, D_cat, D_twice = D, copy.deepcopy(D), copy.deepcopy(D)
+    C = torch.compile(D_compiled, backend="aot_eager")
+    real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    hinge = lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    with parametrize.cached():
+        loss = hinge(C(real), C(fake))
+    loss.backward()
+    out = D_cat(torch.cat([real, fake]))
+    hinge(out[:4], out[4:]).backward()
+    D_twice(real), D_twice(fake)
+    assert torch.allclose(loss, hinge(out[:4], out[4:]), rtol=1e-5)
+    for p, q in zip(D_compiled.parameters(), D_cat.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+    gap = lambda A, B: max(float((a - b).abs().max()) for a, b in zip(A.buffers(), B.buffers()))
+    assert gap(D_compiled, D_cat) < 1e-6 < 1e-3 < gap(D_compiled, D_twice)
