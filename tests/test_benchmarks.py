@@ -234,3 +234,77 @@ def test_a_cached_d_step_through_torch_compile_updates_once(kind):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7)
     gap = lambda A, B: max(float((a - b).abs().max()) for a, b in zip(A.buffers(), B.buffers()))
     assert gap(D_compiled, D_cat) < 1e-6 < 1e-3 < gap(D_compiled, D_twice)
+
+
+def _cached_ddp_worker(rank, port, out_dir):
+    "Two DDP replicas of one D per rank: a cached two-forward step and the Trainer's one-forward step, 3 steps each."
+    import os
+    import copy
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.nn.utils import parametrize
+    from bssn_book.models import CNNDiscriminator
+    from bssn_book.norms import apply_norm
+    torch = bench.torch
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        out = {}
+        for kind in ("sn", "bssn"):
+            torch.manual_seed(0)
+            D = CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
+            apply_norm(D, kind)
+            D_cached, D_cat = D, copy.deepcopy(D)
+            runs = {}
+            for name, model in (("cached", D_cached), ("cat", D_cat)):
+                ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=True)
+                opt = torch.optim.Adam(ddp.parameters(), lr=1e-3, betas=(0.5, 0.999))
+                gen = torch.Generator().manual_seed(10 + rank)   # different data on each rank
+                for _ in range(3):
+                    real, fake = torch.randn(4, 3, 32, 32, generator=gen), torch.randn(4, 3, 32, 32, generator=gen)
+                    opt.zero_grad()
+                    if name == "cached":
+                        with parametrize.cached():
+                            r, f = ddp(real), ddp(fake)
+                    else:
+                        o = ddp(torch.cat([real, fake]))
+                        r, f = o[:4], o[4:]
+                    (F.relu(1 - r).mean() + F.relu(1 + f).mean()).backward()
+                    opt.step()
+                runs[name] = {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+            out[kind] = runs
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_cached_d_step_under_ddp_is_the_trainers_step(tmp_path):
+    """Under DDP (2 processes, gloo): a cached D(real), D(fake) step gives, on both ranks, the weights and buffers of
+    the Trainer's one-forward step after 3 optimizer steps (to rounding), and the ranks agree exactly."""
+    import socket
+    import time
+    import torch.multiprocessing as mp
+    dist = bench.torch.distributed
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available in this torch build")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.start_processes(_cached_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=False,
+                             start_method=method)
+    deadline = time.monotonic() + 180
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.terminate()
+            pytest.fail("DDP workers did not finish within 180 s")
+    r0, r1 = (bench.torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    for kind in ("sn", "bssn"):
+        for name in ("cached", "cat"):
+            assert all(bench.torch.equal(r0[kind][name][k], r1[kind][name][k]) for k in r0[kind][name]), (kind, name)
+        cached, cat = r0[kind]["cached"], r0[kind]["cat"]
+        for k in cat:
+            assert bench.torch.allclose(cached[k], cat[k], rtol=1e-4, atol=1e-6), (kind, k)
