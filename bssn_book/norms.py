@@ -145,10 +145,30 @@ def _load_pre_hook(norm, state_dict, prefix, local_metadata, strict, missing_key
     if key not in state_dict:
         state_dict[key] = mine
     elif not _same_settings(state_dict[key], mine, norm.matrix):
-        error_msgs.append(f"'{prefix[:-1]}': the checkpoint's normalization is {state_dict[key]}, this model's is "
-                          f"{mine}; build the model with the checkpoint's settings (apply_norm's kind, scale, "
-                          "n_power_iterations, input shape) to load it")
+        error_msgs.append(_settings_error(prefix[:-1], state_dict[key], mine))
         state_dict[key] = mine
+
+
+def _settings_error(where, saved, mine):
+    "The load error for a parametrization saved under `where` with settings `saved` into one with `mine`."
+    return (f"'{where}': the checkpoint's normalization is {saved}, this model's is {mine}; build the model with the "
+            "checkpoint's settings (apply_norm's kind, scale, n_power_iterations, input shape) to load it")
+
+
+def _model_load_pre_hook(module, state_dict, prefix, *args):
+    """Before anything of the module `apply_norm` was called on loads: every normalized layer's saved settings must be
+    this model's, or nothing is loaded (the layers' own check, `_load_pre_hook`, reports only after torch has copied
+    the other tensors)."""
+    bad = []
+    for lname, layer in module.named_modules():
+        for t, norm in _norms_of(layer):
+            where = f"{prefix}{lname + '.' if lname else ''}parametrizations.{t}.{list(layer.parametrizations[t]).index(norm)}"
+            saved = state_dict.get(where + "._extra_state")
+            if saved is not None and not _same_settings(saved, norm.settings(), norm.matrix):
+                bad.append(_settings_error(where, saved, norm.settings()))
+    if bad:
+        raise RuntimeError(f"Error(s) in loading state_dict for {type(module).__name__} (nothing was loaded):\n\t"
+                           + "\n\t".join(bad))
 
 
 class _Norm(nn.Module):
@@ -500,9 +520,16 @@ _SCALE_FREE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.Flatten, nn.Drop
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
+def _passes_scale(m):
+    """Whether f(a x) = a f(x) for a > 0, so that a scale before `m` reaches the layer after it: the `_SCALE_FREE`
+    layers, and a Linear/Conv/ConvTranspose without bias (normalized or not: a linear map)."""
+    return isinstance(m, _SCALE_FREE) or (isinstance(m, (nn.Linear,) + CONV_LAYERS + CONV_TRANSPOSE_LAYERS)
+                                          and getattr(m, "bias", None) is None)
+
+
 def _scale_cancelled(module, normalized):
     """(normalized layer, normalization layer after it) pairs, by qualified name: inside every nn.Sequential of
-    `module`, a layer of `normalized` (ids) followed by one of `NORM_LAYERS`, directly or through `_SCALE_FREE` layers.
+    `module`, a layer of `normalized` (ids) followed by one of `NORM_LAYERS`, directly or through layers that pass a positive scale on (`_passes_scale`).
     Such a layer divides its input by the input's spread, so the layer's 1/sigma and c are divided out."""
     found = []
     for sname, seq in module.named_modules():
@@ -515,7 +542,7 @@ def _scale_cancelled(module, normalized):
             for n2, m2 in kids[i + 1:]:
                 if isinstance(m2, NORM_LAYERS):
                     found.append((f"{sname}.{n}" if sname else n, f"{sname}.{n2}" if sname else n2, type(m2).__name__))
-                if not isinstance(m2, _SCALE_FREE):
+                if not _passes_scale(m2):
                     break
     return found
 
@@ -691,6 +718,8 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
             layer.register_load_state_dict_pre_hook(_layer_load_pre_hook)
         if isinstance(norm, OperatorNorm):
             layer.register_forward_pre_hook(_check_input_shape)
+    if _model_load_pre_hook not in _hooks(module._load_state_dict_pre_hooks):
+        module.register_load_state_dict_pre_hook(_model_load_pre_hook)
     cancelled = _scale_cancelled(module, {id(layer) for _, layer in layers})
     if cancelled:
         warnings.warn(f"apply_norm: {len(cancelled)} normalized layer(s) feed a normalization layer that divides their "
