@@ -80,8 +80,9 @@ def test_the_install_cell_reads_its_source_from_the_environment():
 
 def test_a_changed_install_cell_is_named(tmp_path):
     nb = json.loads((ROOT / "nbs" / "03_norms.ipynb").read_text())
-    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    first["source"] = "".join(first["source"]).replace("import os", "import os  # edited")
+    i, want, _ = install_cell.expected(ROOT / "nbs" / "03_norms.ipynb", nb)
+    assert "import os\n" in want
+    nb["cells"][i]["source"] = want.replace("import os\n", "import os  # edited\n")
     p = tmp_path / "03_norms.ipynb"
     p.write_text(json.dumps(nb))
     assert install_cell.differing([p]) == ["03_norms.ipynb"]
