@@ -144,7 +144,11 @@ def execute(nb_path: Path, workdir: Path) -> None:
     def started(cell, cell_index):   # the log names the cell a chapter was in when it failed or hung
         print(f"colab_test: cell {cell_index}: {cell.source.splitlines()[0][:80] if cell.source else ''}", flush=True)
 
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT, allow_errors=False,
+    # The kernel talks over Unix sockets in the chapter's own folder, not TCP ports: jupyter_client picks a TCP
+    # port by binding and releasing it, so two kernels started at once can both take it.
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(workdir / "kernel"))
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}}, on_cell_execute=started)
     client.execute()
     nbformat.write(nb, workdir / ("executed-" + nb_path.name))
@@ -203,9 +207,11 @@ def run_all(notebooks, *, workers: int = 2, base: Path = BASE, out: Path = OUT) 
             log = out / "executed" / f"{nb.stem}.log"
             if log.exists():
                 log.rename(log.with_suffix(".hung.log"))   # kept for diagnosis
-            # nbclient has been seen waiting forever on an idle kernel (both idle; with ipykernel 7.4 and 5.5.6 alike,
-            # about one chapter run in 40): a hang of the harness, not a failure of the chapter. Once more; a second
-            # hang fails. The first attempt's log is kept as <chapter>.hung.log.
+            # nbclient was seen waiting forever on an idle kernel (both idle; with ipykernel 7.4 and 5.5.6 alike,
+            # about one chapter run in 40) while kernels talked over TCP ports that two kernels started at once can
+            # both pick; with Unix sockets (`execute`) 38 runs in a row finished. Should it happen again it is a
+            # hang of the harness, not a failure of the chapter: once more; a second hang fails. The first
+            # attempt's log is kept as <chapter>.hung.log.
             print(f"  hung {r['notebook']:28} {r['s']:7.1f} s: once more", flush=True)
             r = dict(run_chapter(nb, wheel, base, keep=out / "executed"), retried_after_hang=r["s"])
         print(f"  {'ok  ' if r['ok'] else 'FAIL'} {r['notebook']:28} {r['s']:7.1f} s", flush=True)
