@@ -181,3 +181,22 @@ def test_collect_records_each_runs_thread_count(run_py, tmp_path, monkeypatch):
     with open(tmp_path / "results" / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["threads"]) for r in rows] == [1 + s % 2 for s in g["seeds"]]
+
+
+def test_every_sweep_trains_with_one_torch_thread(run_py, tmp_path, monkeypatch):
+    "A run's trajectory depends on its thread count: run.py pins one, whatever OMP_NUM_THREADS or the cores say."
+    from bssn_book.cli import build_parser, make_config, parse_sets
+    seen = []
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "HERE", tmp_path)   # the ring runs' folder
+    monkeypatch.setattr(run_py.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    (tmp_path / "runs").mkdir()
+    groups = [g for g in run_py.GRID if g["data"] == "mnist"][:2] + [g for g in run_py.GRID if g["data"] == "ring"][:1]
+    for g in groups:
+        run_py.train_group(g, {"OMP_NUM_THREADS": "2"})
+    assert len(seen) == len(groups)
+    for g, cmd in zip(groups, seen):
+        args = build_parser().parse_args(cmd[3:])
+        cfg = make_config(None, args.config, parse_sets(args.set)).to_dict()
+        assert cfg["threads"] == 1, (g["name"], args.set)
+        assert all(cfg[k] == (list(v) if isinstance(v, tuple) else v) for k, v in g["sets"].items())   # the rest kept

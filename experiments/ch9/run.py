@@ -133,8 +133,9 @@ def train_group(g, env):
     cmd = [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())", "sweep",
            "--config", str(CONFIG_RING if g["data"] == "ring" else CONFIG), "--kinds", g["kind"],
            "--scales", f"{g['scale']:g}", "--seeds", ",".join(map(str, g["seeds"])), "--jobs", "1", "--out", str(out)]
-    if g["sets"]:
-        cmd += ["--set", *[f"{k}={json.dumps(list(v)) if isinstance(v, (list, tuple)) else v}" for k, v in g["sets"].items()]]
+    # one torch thread per run, whatever the machine or OMP_NUM_THREADS says: a run's trajectory depends on it
+    sets = dict(g["sets"], threads=1)
+    cmd += ["--set", *[f"{k}={json.dumps(list(v)) if isinstance(v, (list, tuple)) else v}" for k, v in sets.items()]]
     with _lock: print(" ".join(cmd[3:]), flush=True)
     with open(out.parent / f"{g['name']}.sweep.log", "a") as f:
         rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
