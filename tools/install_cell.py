@@ -57,8 +57,9 @@ def cell_text(extras: list[str]) -> str:
         raise ValueError(f"install_cell: unknown extras {unknown}; known: {sorted(EXTRA_MODULES)}")
     req = "bssn-book" + (f"[{','.join(extras)}]" if extras else "")
     mods = ["bssn_book"] + [m for e in extras for m in EXTRA_MODULES[e]]
-    return (f"{MARK} install the package with what this chapter needs (tools/install_cell.py),\n"
-            f"# then report the device. ${ENV_VAR}, when set, replaces the package source (the tests use a wheel).\n"
+    return (f"{MARK} install the package with this chapter's extras (tools/install_cell.py), then report\n"
+            "# the device. The rest (matplotlib, pandas, scipy, ipywidgets) is what Colab and Binder preinstall.\n"
+            f"# ${ENV_VAR}, when set, replaces the package source (the tests use a wheel).\n"
             "import os\n"
             "try:\n"
             f"    import {', '.join(mods)}\n"
