@@ -123,28 +123,54 @@ def d_step_bench(device, mode, width, batch, repeats, steps):
     """Median seconds per D step of every variant of `run.VARIANTS` in `mode`, timed round-robin (`run.round_robin`,
     after 3 untimed steps each: compilation happens there), the ratio to torch's SN, and each variant's peak memory
     over its warm-up steps: on CUDA the growth of the peak allocation over what was allocated before them
-    (activations, gradients, Adam's state); on the CPU the process's peak resident set size."""
-    calls, peaks, compile_s = {}, {}, {}
+    (activations, gradients, Adam's state); on the CPU the process's peak resident set size.
+    Each variant is built, warmed up and timed in its own try: one that raises gets a row {variant, ok: False, error}
+    and the others keep theirs (the part then counts as failed); without torch's SN the ratios are None."""
+    calls, peaks, compile_s, errors = {}, {}, {}, {}
     for v in bench.VARIANTS:
-        D, opt, real, fake = bench.build(v, width, device)   # run.py's batch of 64, cut or repeated to `batch`
-        real, fake = (x.repeat(-(-batch // len(x)), 1, 1, 1)[:batch] for x in (real, fake))
-        if mode == "compile":
-            D = torch.compile(D)
-        fn = d_step_fn(mode, D, opt, real, fake)
-        reset_peak(device)
-        base = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-        t0 = time.perf_counter()
-        for _ in range(3):
-            fn()
-        bench.sync(device)
+        try:
+            D, opt, real, fake = bench.build(v, width, device)   # run.py's batch of 64, cut or repeated to `batch`
+            real, fake = (x.repeat(-(-batch // len(x)), 1, 1, 1)[:batch] for x in (real, fake))
+            if mode == "compile":
+                D = torch.compile(D)
+            fn = d_step_fn(mode, D, opt, real, fake)
+            reset_peak(device)
+            base = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn()
+            bench.sync(device)
+        except Exception as e:   # this variant's row records it; the others still run
+            errors[v] = f"{type(e).__name__}: {e}"
+            continue
         compile_s[v] = time.perf_counter() - t0
         peaks[v] = peak_mb(device) - base
-        calls[v] = fn
+        calls[v] = _guarded(v, fn, errors)
     times = bench.round_robin(calls, repeats, steps, sync=lambda: bench.sync(device), warmup=0)
+    times = {v: t for v, t in times.items() if v not in errors}   # a variant that raised while timed is left out
     med = {v: statistics.median(t) for v, t in times.items()}
-    return [dict(variant=v, median_s=med[v], ratio_vs_torch_sn=med[v] / med[bench.BASELINE],
-                 ratio_ci95=list(bench.bootstrap_ci(times, bench.ratio_of_medians(v), n=500)),
-                 peak_mem_mb=peaks[v], warmup_s=compile_s[v], times_s=times[v]) for v in bench.VARIANTS]
+    base_ok = bench.BASELINE in med
+    rows = []
+    for v in bench.VARIANTS:
+        if v in errors:
+            rows.append(dict(variant=v, ok=False, error=errors[v]))
+            continue
+        rows.append(dict(variant=v, median_s=med[v], ratio_vs_torch_sn=med[v] / med[bench.BASELINE] if base_ok else None,
+                         ratio_ci95=list(bench.bootstrap_ci(times, bench.ratio_of_medians(v), n=500)) if base_ok
+                         else None, peak_mem_mb=peaks[v], warmup_s=compile_s[v], times_s=times[v]))
+    return rows
+
+
+def _guarded(v, fn, errors):
+    "`fn`, except that an exception is recorded in `errors[v]` and later calls do nothing (the timing goes on)."
+    def call():
+        if v in errors:
+            return None
+        try:
+            return fn()
+        except Exception as e:
+            errors[v] = f"{type(e).__name__} while timed: {e}"
+    return call
 
 
 def synthetic_cifar(n, seed=0):
@@ -186,7 +212,9 @@ def part(name, fn, result, failures):
     ok = out.get("ok", True) if isinstance(out, dict) else all(r.get("ok", True) for r in out)
     if not ok:
         failures.append(name)
-        print(f"gpu-check: {name} FAILED: {out.get('error') or out.get('output_tail', '')}", file=sys.stderr, flush=True)
+        why = ("; ".join(f"{r['variant']}: {r['error']}" for r in out if not r.get("ok", True)) if isinstance(out, list)
+               else out.get("error") or out.get("output_tail", ""))
+        print(f"gpu-check: {name} FAILED: {why}", file=sys.stderr, flush=True)
     print(f"gpu-check: {name} done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out
 
@@ -237,7 +265,11 @@ def main(argv=None):
             result["d_step"][mode] = result.pop(f"d_step {mode}")
             if isinstance(rows, list):
                 for r in rows:
-                    print(f"  {mode:7} {r['variant']:9} {1e3 * r['median_s']:8.2f} ms/step  x{r['ratio_vs_torch_sn']:.3f} "
+                    if not r.get("ok", True):
+                        print(f"  {mode:7} {r['variant']:9} FAILED: {r['error']}", flush=True)
+                        continue
+                    ratio = "n/a" if r["ratio_vs_torch_sn"] is None else f"{r['ratio_vs_torch_sn']:.3f}"
+                    print(f"  {mode:7} {r['variant']:9} {1e3 * r['median_s']:8.2f} ms/step  x{ratio} "
                           f"vs torch SN  peak {r['peak_mem_mb']:8.1f} MB  (warm-up {r['warmup_s']:.1f} s)", flush=True)
         tr = part("train", lambda: train_check(device, sizes["width"], sizes["batch"], sizes["iterations"], scratch),
                   result, failures)

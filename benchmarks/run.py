@@ -74,8 +74,9 @@ def step(D, opt, real, fake):
 
 
 def sync(device):
+    "Wait for `device` itself (a cuda:N other than the current device included) before a clock read."
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def round_robin(calls, repeats, steps, seed=0, sync=lambda: None, warmup=2):

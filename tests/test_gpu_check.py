@@ -89,3 +89,57 @@ def test_the_cpu_path_never_replaces_the_gpu_result(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert gpu_check.main(["--device", "cpu", "--skip-tests", "--modes", "eager", "--iterations", "1"]) == 0
     assert (tmp_path / "tmp" / "gpu_check-cpu.json").exists() and not (tmp_path / "gpu_check.json").exists()
+
+
+def test_one_failing_variant_keeps_the_others_rows(tmp_path, monkeypatch, capsys):
+    "A variant that fails to build (e.g. strict under torch.compile) gets an error row; the mode keeps the rest."
+    build = bench.build
+
+    def build_or_fail(v, *a, **k):
+        if v == "strict":
+            raise RuntimeError("compile failed (made up)")
+        return build(v, *a, **k)
+    monkeypatch.setattr(bench, "build", build_or_fail)
+    out = tmp_path / "r.json"
+    assert gpu_check.main(["--device", "cpu", "--skip-tests", "--modes", "eager", "--iterations", "1",
+                           "--out", str(out)]) == 1
+    r = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in r["d_step"]["eager"]}
+    assert list(rows) == bench.VARIANTS and r["failed"] == ["d_step eager"] and r["train"]["ok"]
+    assert rows["strict"] == dict(variant="strict", ok=False, error="RuntimeError: compile failed (made up)")
+    assert all(row["median_s"] > 0 for v, row in rows.items() if v != "strict")
+    assert rows["torch_sn"]["ratio_vs_torch_sn"] == 1.0
+    assert "strict: RuntimeError: compile failed (made up)" in capsys.readouterr().err
+
+
+def test_a_variant_failing_while_timed_is_left_out_of_the_timing(monkeypatch):
+    "bssn's step raises after its 3 warm-up steps: its row records the error; the others are timed as before."
+    build, step_fn = bench.build, gpu_check.d_step_fn
+
+    def tagged(v, *a, **k):
+        D, *rest = build(v, *a, **k)
+        D._variant = v
+        return (D, *rest)
+
+    def flaky(mode, D, *a):
+        fn, n = step_fn(mode, D, *a), []
+
+        def step():
+            n.append(1)
+            if D._variant == "bssn" and len(n) > 3:
+                raise RuntimeError("late failure (made up)")
+            return fn()
+        return step
+    monkeypatch.setattr(bench, "build", tagged)
+    monkeypatch.setattr(gpu_check, "d_step_fn", flaky)
+    rows = {r["variant"]: r for r in gpu_check.d_step_bench(torch.device("cpu"), "eager", 0.0625, 4, 2, 1)}
+    assert rows["bssn"] == dict(variant="bssn", ok=False, error="RuntimeError while timed: late failure (made up)")
+    assert all(r["median_s"] > 0 and len(r["times_s"]) == 2 for v, r in rows.items() if v != "bssn")
+
+
+def test_sync_waits_for_the_device_it_is_given(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(device))
+    bench.sync(torch.device("cuda:1"))
+    bench.sync(torch.device("cpu"))
+    assert seen == [torch.device("cuda:1")]
