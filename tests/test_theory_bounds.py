@@ -129,3 +129,20 @@ def test_bounds_refuse_a_padding_mode_the_patch_count_does_not_cover():
     model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), nn.ReLU())
     with pytest.raises(ValueError, match="layer 0: padding_mode='reflect'"):
         gradient_bound(model, torch.randn(1, 2, 6, 6))
+
+
+def test_hessian_bound_needs_a_weight_layer():
+    from bssn_book.theory.bounds import hessian_bound
+    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+        hessian_bound(nn.Sequential(nn.Tanh()), torch.randn(3, 1))
+
+
+def test_measured_hessian_norms_refuses_a_large_layer():
+    from bssn_book.theory.bounds import measured_hessian_norms
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1))
+    assert len(measured_hessian_norms(model, torch.randn(2, 4), max_weights=12)) == 2  # 12 weights: allowed
+    with pytest.raises(ValueError, match=r"layer 0 \(Linear\) has 12 weights, above max_weights=11"):
+        measured_hessian_norms(model, torch.randn(2, 4), max_weights=11)
+    big = nn.Sequential(nn.Linear(100, 41), nn.Tanh(), nn.Linear(41, 1))  # 4100 weights > the default 4096
+    with pytest.raises(ValueError, match="layer 0"):
+        measured_hessian_norms(big, torch.randn(2, 100))

@@ -153,6 +153,8 @@ def hessian_bound(model, x, conv="exact"):
         else:
             beta += activation_curvature(m)  # |(a o b)''| <= beta_a + beta_b when |a'|, |b'| <= 1
             h = m(h)
+    if not rows:
+        raise ValueError(f"hessian_bound: the model has no Linear or Conv2d layer to bound: {model}")
     if h.dim() != 2 or h.shape[1] != 1:
         raise ValueError(f"the model must output one number per input, got shape {tuple(h.shape)}")
     rows[-1]["beta"] = beta  # an activation after the last layer (D = a(z_L)) curves D too
@@ -179,10 +181,16 @@ def _frozen(m):
     return p.double()
 
 
-def measured_hessian_norms(model, x):
+def measured_hessian_norms(model, x, max_weights=4096):
     """Spectral norm of the Hessian of mean_i D(x_i) with respect to each Linear/Conv2d layer's effective weight
-    (the others fixed), from the full Hessian in double precision (`torch.autograd.functional.hessian`)."""
+    (the others fixed), from the full Hessian in double precision (`torch.autograd.functional.hessian`).
+    The Hessian is numel x numel, so a layer with more than `max_weights` weights is refused before any work."""
     _check_sequential(model)
+    for name, m in model.named_children():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.numel() > max_weights:
+            raise ValueError(f"measured_hessian_norms: layer {name} ({type(m).__name__}) has {m.weight.numel()} "
+                             f"weights, above max_weights={max_weights} (its Hessian would be "
+                             f"{m.weight.numel()}^2 doubles); pass a smaller model or raise max_weights")
     plain = nn.Sequential(*[_frozen(m) if isinstance(m, (nn.Linear, nn.Conv2d)) else m for m in model])
     xd, rows = x.detach().double(), []
     for (name, m), p in zip(model.named_children(), plain):
