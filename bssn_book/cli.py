@@ -190,7 +190,9 @@ def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
     """Run `(name, config)` pairs as local processes, `jobs` at a time; returns this sweep's summary rows.
 
     A run whose config leaves `threads` at None gets `thread_share(jobs, len(runs))` threads: the processes running
-    at once share the cores instead of each taking all of them (a core wanted by two threads stalls both).
+    at once share the cores instead of each taking all of them (a core wanted by two threads stalls both). The share
+    is computed when the sweep starts, so a run resumed by a later sweep (another `jobs`, run list or machine) may
+    continue with another thread count than its first part had.
 
     The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier sweeps into the same folder:
     a run of the same name is replaced (keeping its training time if it was only skipped this time), others stay."""
@@ -289,8 +291,12 @@ def build_parser():
     src.add_argument("--config", help="base config file of every run")
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override fields of every run")
     s.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time; each gets an equal share of this machine's CPUs as its torch threads "
-                        "(CPUs // jobs, at least 1, at most OMP_NUM_THREADS where set) unless the config sets threads")
+                   help="runs at a time; unless the config sets threads, each run gets an equal share of this "
+                        "machine's CPUs as its torch threads: CPUs // min(jobs, number of runs in this sweep), at "
+                        "least 1, at most OMP_NUM_THREADS where set. The share is computed anew each time the sweep "
+                        "starts, so a resumed run may get another thread count than its first part (another "
+                        "--jobs, run list or machine); a run's trajectory depends on its thread count, so set "
+                        "threads in the config where that matters")
     s.add_argument("--out", required=True, help="folder of the sweep (one subfolder per run)")
     return p
 

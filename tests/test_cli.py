@@ -157,6 +157,11 @@ def test_sweep_gives_each_run_its_share_of_the_cpus(tmp_path, capsys, monkeypatc
     assert cli.thread_share(1, 5) == 3 and cli.thread_share(4, 5) == 2
     sweep_help = cli.build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
     assert "equal share of this machine's CPUs" in " ".join(sweep_help.split())   # --help says so
+    monkeypatch.setattr(cli.torch, "get_num_threads", lambda: 8)
+    assert cli.thread_share(4, 2) == 8 // min(4, 2) == 4   # fewer runs than jobs: divided by the runs, not by --jobs
+    flat = " ".join(sweep_help.split())
+    assert "CPUs // min(jobs, number of runs in this sweep)" in flat and "CPUs // jobs," not in flat
+    assert "a resumed run may get another thread count than its first part" in flat
 
 
 def test_console_script_exit_code_and_one_line_error(tmp_path):
