@@ -518,6 +518,7 @@ _SCALE_FREE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.Flatten, nn.Drop
                nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn.ZeroPad1d,
                nn.ZeroPad2d, nn.ZeroPad3d)   # f(a x) = a f(x) for a > 0: a layer's scale passes through them
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)   # a bias is a mean there
 
 
 def _passes_scale(m):
@@ -530,7 +531,9 @@ def _passes_scale(m):
 def _scale_cancelled(module, normalized):
     """(normalized layer, normalization layer after it) pairs, by qualified name: inside every nn.Sequential of
     `module`, a layer of `normalized` (ids) followed by one of `NORM_LAYERS`, directly or through layers that pass a positive scale on (`_passes_scale`).
-    Such a layer divides its input by the input's spread, so the layer's 1/sigma and c are divided out."""
+    Such a layer divides its input by the input's spread, so the layer's 1/sigma and c are divided out. A normalized
+    layer with a bias counts only where a BatchNorm/InstanceNorm follows it directly (they subtract a per-channel mean,
+    the bias with it); elsewhere f(a z + b) is not a f(z + b), and its scale acts."""
     found = []
     for sname, seq in module.named_modules():
         if not isinstance(seq, nn.Sequential):
@@ -539,8 +542,9 @@ def _scale_cancelled(module, normalized):
         for i, (n, m) in enumerate(kids):
             if id(m) not in normalized:
                 continue
-            for n2, m2 in kids[i + 1:]:
-                if isinstance(m2, NORM_LAYERS):
+            biased = getattr(m, "bias", None) is not None
+            for j, (n2, m2) in enumerate(kids[i + 1:]):
+                if isinstance(m2, NORM_LAYERS) and (not biased or (j == 0 and isinstance(m2, _PER_CHANNEL_NORMS))):
                     found.append((f"{sname}.{n}" if sname else n, f"{sname}.{n2}" if sname else n2, type(m2).__name__))
                 if not _passes_scale(m2):
                     break
@@ -633,7 +637,8 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
     "bsn"/"bssn" (SN there); "strict" and `gamma` are for a layer's weight only.
     Everything is validated before anything changes; on error the module is left as it was. Warns when a normalized
     layer is followed, inside an nn.Sequential, by a BatchNorm/GroupNorm/LayerNorm/InstanceNorm that divides its scale
-    out. Returns `module`."""
+    out; only inside `module`: a loop that calls apply_norm on one layer at a time gets no such warning (normalize the
+    container to get the check). Returns `module`."""
     if kind not in NORM_KINDS:
         raise ValueError(f"apply_norm: kind must be one of {NORM_KINDS}, got {kind!r}")
     scale = _check_positive_real(scale, "scale")
