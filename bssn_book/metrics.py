@@ -139,6 +139,8 @@ class GeneratorImages(GenerativeModelBase):
         z = z.reshape(len(z), *self._z_shape)
         try:
             x = self.generator(z)
+        except torch.OutOfMemoryError:
+            raise   # not a wrong z: the caller should see torch's own error, to lower batch_size
         except (RuntimeError, ValueError, TypeError) as e:
             raise ValueError(f"compute_metrics: the generator failed on z of shape {tuple(z.shape)} (z_dim="
                              f"{self._z_shape if len(self._z_shape) > 1 else self._z_dim}): {type(e).__name__}: {e}. "
@@ -200,7 +202,8 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
       with `seed`), or a tensor of samples N x C x H x W (float in [-1, 1] or uint8).
     - `generator_mode`: the mode G is evaluated in, "eval" (the default: BatchNorm's running statistics, as a
       trained G is used) or "train" (the batch's statistics), or None (as found). Every submodule's mode is restored
-      afterwards, as it was found.
+      afterwards, as it was found, and so is every buffer of G (BatchNorm's running statistics, the power-iteration
+      vectors of a normalized layer), which sampling in training mode updates: G's state_dict is unchanged.
     - `real`: tensor N x C x H x W of real images (float in [-1, 1] or uint8).
     - `extractor`: `'mnist'` (the shipped offline classifier) or `'inception-v3-compat'` (the standard Inception,
       only if its weights are cached locally, or `download=True`, or `weights_path` given).
@@ -236,11 +239,10 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
             p = next(generator_or_samples.parameters(), None)
             device = p.device if p is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         modes = [(m, m.training) for m in generator_or_samples.modules()]   # restored in `finally`, each one
-        if generator_mode is not None:
-            generator_or_samples.train(generator_mode == "train")
+        buffers = {k: b.clone() for k, b in generator_or_samples.named_buffers()}   # and these, copied back
     elif callable(generator_or_samples) and not torch.is_tensor(generator_or_samples):
         n_gen = int(num_samples) if num_samples is not None else (len(real_ds) if real_ds is not None else 1000)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.no_grad():   # CUDA's RNG too
             torch.manual_seed(seed)
             parts, left = [], n_gen
             while left > 0:
@@ -279,12 +281,19 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
     if isinstance(input1, GeneratorImages):
         kwargs["input1_model_num_samples"] = n_gen
     try:
+        if modes is not None and generator_mode is not None:   # here, so that every error above leaves G as it was
+            generator_or_samples.train(generator_mode == "train")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = torch_fidelity.calculate_metrics(**kwargs)
     finally:
         for m, training in modes or ():
             m.training = training
+        if modes is not None:
+            with torch.no_grad():
+                for k, b in generator_or_samples.named_buffers():
+                    if k in buffers:
+                        b.copy_(buffers[k])
     out = {_KEYS.get(k, k): float(v) for k, v in raw.items()}
     out.update(extractor=name, num_generated=n_gen, num_real=n_real)
     return out

@@ -79,3 +79,58 @@ def test_sampling_function_seeded_and_counted(real):
     assert max(calls) <= OPTS["batch_size"] and sum(calls[:2]) == 32
     with pytest.raises(ValueError, match=r"sample\(n\)'s output must be images"):
         M.compute_metrics(lambda n: torch.zeros(n, 32, 32), real, **OPTS)
+
+
+def normalized_g():
+    "dcgan_like_g with a spectrally normalized first layer: BatchNorm statistics and power-iteration vectors."
+    from bssn_book.norms import apply_norm
+    G = dcgan_like_g()
+    apply_norm(G[0], "sn")
+    return G
+
+
+@pytest.mark.parametrize("start", ["train", "eval"])
+@pytest.mark.parametrize("mode", ["eval", "train", None])
+def test_state_dict_unchanged(real, start, mode):
+    "Sampling in training mode moves BatchNorm's running statistics and the vectors; compute_metrics puts them back."
+    G = normalized_g().train(start == "train")
+    before = {k: v.clone() if torch.is_tensor(v) else v for k, v in G.state_dict().items()}
+    M.compute_metrics(G, real, z_dim=(8, 1, 1), generator_mode=mode, **OPTS)
+    after = G.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) if torch.is_tensor(v) else after[k] == v for k, v in before.items())
+
+
+def test_a_failed_call_leaves_the_mode(real):
+    G = normalized_g().train()
+    with pytest.raises(ValueError, match="at least 4"):
+        M.compute_metrics(G, real, z_dim=(8, 1, 1), generator_mode="eval", num_samples=2, kid=False, isc=False)
+    assert all(m.training for m in G.modules())
+
+
+def test_out_of_memory_is_not_wrapped(real):
+    class OOM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 1)
+
+        def forward(self, z):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+        M.compute_metrics(OOM(), real, z_dim=8, **OPTS)
+
+
+def test_sampling_function_forks_every_cuda_rng(real, monkeypatch):
+    "fork_rng forks every CUDA device's RNG (devices=[] left CUDA's reseeded by the torch.manual_seed inside it)."
+    seen = []
+    real_fork = torch.random.fork_rng
+
+    def spy(devices=None, *a, **k):
+        seen.append(list(devices))
+        return real_fork([], *a, **k)   # (this machine may have no CUDA device to fork)
+
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    M.compute_metrics(lambda n: torch.rand(n, 1, 32, 32) * 2 - 1, real, **OPTS)
+    assert seen == [[0, 1]]
