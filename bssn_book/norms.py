@@ -127,9 +127,11 @@ _FAMILY = {"sn": "sn", "ssn": "sn", "bsn": "bsn", "bssn": "bsn", "strict": "stri
 
 def _same_settings(a, b, matrix=False):
     """Two `settings()` dicts that normalize alike ('sn' with scale 1.2 is 'ssn' with scale 1.2; on a `matrix`, where
-    every kind is SN_w, the kind does not matter)."""
+    every kind is SN_w, the kind does not matter; "strict"'s input_shape is compared as a tuple, so a checkpoint whose
+    settings went through JSON, where it became a list, still loads)."""
+    same = lambda k: tuple(a[k]) == tuple(b[k]) if k == "input_shape" and isinstance(a[k], (list, tuple)) else a[k] == b[k]
     return (isinstance(a, dict) and a.keys() == b.keys() and a.get("kind") in _FAMILY
-            and (matrix or _FAMILY[a["kind"]] == _FAMILY[b["kind"]]) and all(a[k] == b[k] for k in a if k != "kind"))
+            and (matrix or _FAMILY[a["kind"]] == _FAMILY[b["kind"]]) and all(same(k) for k in a if k != "kind"))
 
 
 def _original_key(prefix):

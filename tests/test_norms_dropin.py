@@ -364,3 +364,21 @@ def test_training_step_under_cpu_bf16_autocast(kind, fused, monkeypatch):
     for a, b in zip(D.buffers(), ref.buffers()):   # the power iteration ran in float32, as without autocast
         assert a.dtype == torch.float32 and torch.allclose(a, b, atol=1e-5)
     assert float(loss) == pytest.approx(float(ref_loss), abs=0.05)   # bfloat16 convolutions: close, not equal
+
+
+def test_strict_settings_through_json_still_load():
+    "A checkpoint whose settings went through JSON (input_shape a list, not a tuple) loads into the same model."
+    import json
+    make = lambda: apply_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LeakyReLU(0.1), nn.Conv2d(4, 1, 3)), "strict",
+                              example_input=torch.zeros(1, 3, 8, 8))
+    torch.manual_seed(0)
+    a, b = make(), make()
+    sd = a.state_dict()
+    for k in [k for k in sd if k.endswith("_extra_state")]:
+        sd[k] = json.loads(json.dumps(sd[k]))
+        assert isinstance(sd[k]["input_shape"], list)
+    b.load_state_dict(sd)
+    assert all(torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items() if torch.is_tensor(v))
+    sd["0.parametrizations.weight.0._extra_state"]["input_shape"] = [3, 16, 16]   # another size is still refused
+    with pytest.raises(RuntimeError, match="nothing was loaded"):
+        make().load_state_dict(sd)
