@@ -372,3 +372,20 @@ def test_warm_up_ends_with_v_from_u(kind, layer):
         pairs = [(norm._u, norm._v, out_first.flatten(1))]
     for u, v, M in pairs:
         assert torch.allclose(v.reshape(-1), F.normalize(M.t() @ u, dim=0), atol=1e-12)
+
+
+# issue 13 review: loading is one-way - our state_dict holds the settings (`_extra_state`), which torch's SN refuses;
+# without them it loads into torch's SN for a Linear/Conv2d, and the two compute the same
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_our_state_dict_into_torch_after_dropping_the_settings(layer):
+    make, x = {"linear": (lambda: nn.Linear(6, 5), torch.randn(2, 6)),
+               "conv": (lambda: nn.Conv2d(3, 4, 3), torch.randn(2, 3, 6, 6))}[layer]
+    torch.manual_seed(0)
+    ours, ref = apply_norm(make(), "sn"), spectral_norm(make())
+    ours(x)
+    sd = ours.state_dict()
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*_extra_state"):
+        ref.load_state_dict(sd)
+    ref.load_state_dict({k: v for k, v in sd.items() if not k.endswith("_extra_state")})
+    ours.eval(), ref.eval()
+    assert torch.allclose(ref(x), ours(x), atol=1e-6)
