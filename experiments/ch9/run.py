@@ -69,8 +69,8 @@ GRID = [G("sn", claim="1 2 5"), G("strict", claim="1 6"), G("bssn", 1.2, claim="
 # where the committed results were measured (per_run_wall_s is load-dependent), per results folder
 MACHINE = {
     "results": (
-        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of the first seven "
-        "configurations, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
+        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of six of the first seven "
+        "configurations and seed 0 of the seventh, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
         "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)"),
     "results-r32": (
         "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, run.py --jobs 2 (two training processes at once) from "
