@@ -4,6 +4,7 @@ One copy lives in git, where the scripts write it (experiments/, benchmarks/resu
 links to it, and the wheel carries the files themselves.
 """
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,7 +21,7 @@ EXPECTED = {"ch9/results": "experiments/ch9/results", "ch9/results-r32": "experi
             "ch9/results-r32-long": "experiments/ch9/results-r32-long", "ch9/config.json": "experiments/ch9/config.json",
             "ch9/config_ring.json": "experiments/ch9/config_ring.json",
             "feature_extractor/result.json": "experiments/feature_extractor/result.json",
-            "benchmarks": "benchmarks/results"}
+            "bench": "benchmarks/results"}
 
 
 def _shipped_files():
@@ -57,7 +58,7 @@ def test_every_result_of_the_scripts_is_reachable():
 
 def test_path_finds_files_and_names_what_is_wrong():
     assert results.path("ch9/results/runs.csv").is_file()
-    assert json.loads(results.path("benchmarks/d_step.json").read_text())["rows"]
+    assert json.loads(results.path("bench/d_step.json").read_text())["rows"]
     with pytest.raises(FileNotFoundError, match="'ch9/nope.csv'.*ch9/results"):
         results.path("ch9/nope.csv")
     for bad in ("../pyproject.toml", "/etc/passwd", ""):
@@ -72,10 +73,11 @@ def test_the_bootstrap_settings_recorded_are_the_code_s():
         import run
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert json.loads(results.path("benchmarks/d_step.json").read_text())["bootstrap"] == run.bootstrap_settings()
+    assert json.loads(results.path("bench/d_step.json").read_text())["bootstrap"] == run.bootstrap_settings()
 
 
 def test_the_wheel_carries_the_results_and_stays_small(tmp_path):
+    shutil.rmtree(ROOT / "build", ignore_errors=True)   # setuptools' staging folder: a stale file would ship
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
                    check=True, capture_output=True, cwd=ROOT)
     wheel, = tmp_path.glob("*.whl")
