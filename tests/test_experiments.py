@@ -1,5 +1,4 @@
 "experiments/ch9/run.py: its grid expands into the runs `bssn-book sweep` makes, and its timing bookkeeping."
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -7,16 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_ch9_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def run_py():
-    spec = importlib.util.spec_from_file_location("ch9_run", ROOT / "experiments/ch9/run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_ch9_run()
 
 
 def test_grid_names_are_unique_and_match_the_sweep_run_folders(run_py):

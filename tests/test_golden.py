@@ -8,7 +8,6 @@ that record predate it and are known not to reproduce (issue 14: part of the 16x
 library), so there the retraining test is an expected failure that is not run, until the results are regenerated.
 """
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_ch9_run
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ("sn-c1-seed3", "bssn-c1.2-seed3")   # one SN_w and one BSSN run of the 16x16 grid (about a minute each)
@@ -26,10 +26,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED=
 
 
 def _run_py():
-    spec = importlib.util.spec_from_file_location("ch9_run_golden", ROOT / "experiments/ch9/run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_ch9_run("ch9_run_golden")
 
 
 def _stored(v):
