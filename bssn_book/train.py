@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.utils import parametrize
 
 from .theory.dynamics import fan_in_variance, grad_norms
 
@@ -50,6 +51,7 @@ class TrainConfig:
     scale: float = 1.0                # c of SSN/BSSN (multiplies the normalized weight)
     gamma: str | None = None          # learnable gamma: None, "shared", "per_layer"
     loss: str = "hinge"               # "hinge", "ns" (non-saturating), "wgan"
+    gp_weight: float = 0.0            # weight of a WGAN-GP gradient penalty in D's loss (0: none)
     n_dis: int = 1                    # D steps per G step
     lr_g: float = 1e-4
     lr_d: float = 1e-4
@@ -92,6 +94,7 @@ class TrainConfig:
         for name in ("sample_every", "metrics_every", "checkpoint_every", "seed"): int_at_least(name, 0)
         int_at_least("metrics_samples", 4)
         if self.threads is not None: int_at_least("threads", 1)
+        if not (is_num(self.gp_weight) and self.gp_weight >= 0): bad("gp_weight", "a number >= 0 (0: no penalty)")
         if self.channels not in (1, 3) or isinstance(self.channels, bool): bad("channels", "1, 3")
         if self.model == "cnn" and not (is_int(self.resolution) and self.resolution >= 8 and self.resolution % 8 == 0):
             bad("resolution", "a multiple of 8 (>= 8) for model 'cnn'")
@@ -547,16 +550,26 @@ class Trainer:
             real = _batch(self.data, self.sampler.next()).to(self.device, non_blocking=True)
             with torch.no_grad(), self.autocast():
                 fake = self.G(self._z(b))
-            with self.autocast():
-                logits = self.D(torch.cat([real, fake.to(real.dtype)])).float()
-                d_real, d_fake = logits[:b], logits[b:]
-                loss_d = self._losses.d_loss(c.loss, d_real, d_fake)
-            self._check_finite("loss_d", loss_d, s)
-            self.opt_D.zero_grad(set_to_none=True)
-            self.scaler_D.scale(loss_d).backward()
+            # With a gradient penalty, D's second forward (on the interpolates) reuses the normalized weights of the
+            # first instead of running the power iteration again: one update of u per D step, as in the official
+            # WGAN-GP runs (same_gamma-CNN/gan/gan.py builds the penalty's D with NO_OPS). Not under compile, whose
+            # graphs are traced without the cache; the penalty runs eagerly on the unwrapped D in float32.
+            with (parametrize.cached() if c.gp_weight and not c.compile else nullcontext()):
+                with self.autocast():
+                    logits = self.D(torch.cat([real, fake.to(real.dtype)])).float()
+                    d_real, d_fake = logits[:b], logits[b:]
+                    loss_d = self._losses.d_loss(c.loss, d_real, d_fake)
+                if c.gp_weight:
+                    gp = self._losses.gradient_penalty(self.D_raw, real.float(), fake.float())
+                    loss_d = loss_d + c.gp_weight * gp
+                self._check_finite("loss_d", loss_d, s)
+                self.opt_D.zero_grad(set_to_none=True)
+                self.scaler_D.scale(loss_d).backward()
             self.scaler_D.step(self.opt_D); self.scaler_D.update()
         out = {"step": s, "loss_d": float(loss_d.detach()), "d_real": float(d_real.detach().mean()),
                "d_fake": float(d_fake.detach().mean())}
+        if c.gp_weight:
+            out["gp"] = float(gp.detach())   # the last D step's penalty, unweighted (loss_d includes it, weighted)
         if monitor:
             out.update(_flatten("grad/D", grad_norms(self.D_raw)))
         with self.autocast():

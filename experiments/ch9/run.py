@@ -5,11 +5,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --long 32 --jobs 2                       # the length check
 
-Two grids of the same 22 configurations x 5 seeds: on 16x16 digits (runs in `runs/`, results in `results/`) and on
-32x32 digits (`runs-r32/`, `results-r32/`); the 15 ring runs have no image size and are shared (kept in `runs/`).
-Then the length check: LONG_CONFIGS (SN_w, SN_Conv, BSSN c = 1.2 and c = 1.5) on 32x32 digits for LONG_SETS'
-iterations (four times the grids' 500) with FID/KID every 500 iterations, same seeds (`runs-r32-long/`,
-`results-r32-long/`): its first 500 iterations are the 32x32 grid's runs.
+Two grids, 5 seeds per configuration: on 16x16 digits every configuration of GRID (runs in `runs/`, results in
+`results/`), on 32x32 digits those of the official setting (a) (`runs-r32/`, `results-r32/`); the 15 ring runs have
+no image size and are shared (kept in `runs/`). Then the length check: LONG_CONFIGS (SN_w and BSSN c = 1.2) on 32x32
+digits for LONG_SETS' iterations (ten times the grids' 500) with FID/KID every 500 iterations, same seeds
+(`runs-r32-long/`, `results-r32-long/`): its first 500 iterations are the 32x32 grid's runs.
 Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`; `--jobs N` here runs N
 configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. The runs (checkpoints,
 logs) are not committed; the collected result files are.
@@ -32,7 +32,8 @@ Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
 - collapsed: the final generator's samples have almost no diversity, i.e. the mean over pixels of the
   per-pixel standard deviation across 1000 samples is below COLLAPSE_DIVERSITY x that of the real images,
-  or D wins outright: the mean hinge D loss over the last LAST_STEPS iterations is below COLLAPSE_LOSS_D;
+  or, for the hinge loss, D wins outright: its mean D loss over the last LAST_STEPS iterations is below
+  COLLAPSE_LOSS_D (the WGAN-GP runs have no such floor and are judged by the diversity alone);
   on the ring, fewer than RING_MIN_MODES of the 8 modes covered at the end.
 """
 import argparse, csv, json, math, os, re, shutil, subprocess, sys, threading, time
@@ -42,50 +43,50 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUNS, RESULTS, CONFIG, CONFIG_RING = HERE / "runs", HERE / "results", HERE / "config.json", HERE / "config_ring.json"
 SEEDS = (0, 1, 2, 3, 4)
-# Claim 3: the paper's two optimizer settings (bssn_book.train.SETTINGS; config.json is "ndis1"), each also at lr 2e-4.
+# The official code's settings (fjxmlzn/BSN, no_gamma-CNN/config.py), on top of config.json, which is setting (a):
+# lr 1e-4 for G and D, betas (0.5, 0.999), n_dis 1 (bssn_book.train.SETTINGS["ndis1"]). Setting (b): the same betas
+# and n_dis, G's and D's learning rates each in {1e-4, 2e-4} (the pair 1e-4/1e-4 is (a)). Setting (c): lr 1e-4,
+# betas (0.5, 0.9), n_dis 5 (SETTINGS["ndis5"]). The learnable-gamma variants (same_gamma-CNN/config.py; diff_gamma-CNN
+# the same) train with the WGAN loss plus a gradient penalty of weight 10 (`d_gp_coe`) over (b)'s four pairs.
 from bssn_book.train import SETTINGS as PAPER_SETTINGS, _read_rows
-_LR2 = {"lr_g": 2e-4, "lr_d": 2e-4}
-SETTINGS = {"lr2e-4": dict(PAPER_SETTINGS["ndis1"], **_LR2), "ndis5": dict(PAPER_SETTINGS["ndis5"]),
-            "lr2e-4-ndis5": dict(PAPER_SETTINGS["ndis5"], **_LR2)}
+LR_PAIRS = {"g1e-4-d2e-4": (1e-4, 2e-4), "g2e-4-d1e-4": (2e-4, 1e-4), "g2e-4-d2e-4": (2e-4, 2e-4)}   # (b) less (a)
+WGANGP = {"loss": "wgan", "gp_weight": 10.0}
+SETTINGS = {**{k: {"lr_g": g, "lr_d": d} for k, (g, d) in LR_PAIRS.items()},
+            "ndis5": dict(PAPER_SETTINGS["ndis5"]),
+            "wgangp": dict(WGANGP),
+            **{f"wgangp-{k}": dict(WGANGP, lr_g=g, lr_d=d) for k, (g, d) in LR_PAIRS.items()}}
 
 
-def G(kind, scale=1.0, gamma=None, setting=None, data="mnist", claim=""):
-    "One configuration of the grid: a normalization on top of the base config (or the ring config), five seeds."
+def G(kind, scale=1.0, gamma=None, setting=None, data="mnist", claim="", sizes=None):
+    """One configuration of the grid: a normalization on top of the base config (or the ring config), five seeds.
+    `sizes`: the image sizes whose grids hold it (None: every grid)."""
     name = f"{kind}-c{scale:g}" + (f"-g{gamma}" if gamma else "") + (f"-{setting}" if setting else "") \
         + ("-ring" if data == "ring" else "")
     sets = dict(SETTINGS.get(setting, {}), **({"gamma": gamma} if gamma else {}))
     return {"name": name, "kind": kind, "scale": scale, "gamma": gamma, "setting": setting or "base", "data": data,
-            "sets": sets, "seeds": SEEDS, "claim": claim}
+            "sets": sets, "seeds": SEEDS, "claim": claim, "sizes": list(sizes) if sizes else None}
 
 
 # Priority order. c = 1.2 for the scaled kinds: the smallest scale > 1 of the paper's CIFAR-10 sweep, fixed before
 # any run. Chapter 9 computes chapter 7's c* (a per-block gain of 1 at init) for this discriminator: about 2.5.
+# Setting (a) in both grids; the official (b) and (c) (SN against BSN at scale 1, as the official configs pair them)
+# and the WGAN-GP runs (the learnable gammas, and SN and BSN without gamma under the same loss, our addition) in the
+# 16x16 grid only.
+_ONLY16 = (16,)
 GRID = [G("sn", claim="1 2 5"), G("strict", claim="1 6"), G("bssn", 1.2, claim="2 4"), G("none", claim="5"),
-        G("ssn", 1.2, claim="compare"), G("bsn", claim="4 compare"), G("bssn", 2.2, claim="4"),
-        G("sn", gamma="shared", claim="compare"), G("sn", gamma="per_layer", claim="compare"),
+        G("ssn", 1.2, claim="compare"), G("bsn", claim="3 4 compare"), G("bssn", 2.2, claim="4"),
         G("bssn", 0.8, claim="4"), G("bssn", 1.5, claim="4"), G("bssn", 1.8, claim="4"), G("bssn", 2.5, claim="4"),
-        *[G(k, c, setting=s, claim="3") for s in SETTINGS for k, c in (("sn", 1.0), ("bssn", 1.2))],
+        *[G(k, setting=s, claim="3", sizes=_ONLY16) for s in (*LR_PAIRS, "ndis5") for k in ("sn", "bsn")],
+        *[G("sn", gamma=gm, setting=s, claim="gamma", sizes=_ONLY16)
+          for s in ("wgangp", *[f"wgangp-{k}" for k in LR_PAIRS]) for gm in ("shared", "per_layer")],
+        *[G(k, setting="wgangp", claim="gamma", sizes=_ONLY16) for k in ("sn", "bsn")],
         *[G(k, c, data="ring", claim="dense") for k, c in (("sn", 1.0), ("bssn", 1.2), ("none", 1.0))]]
 # where the committed results were measured (per_run_wall_s is load-dependent), per results folder
-MACHINE = {
-    "results": (
-        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run; the first 19 runs (seeds 0-2 of six of the first seven "
-        "configurations and seed 0 of the seventh, before 2026-11-25T19:00Z): one training process at a time with other jobs running; the rest "
-        "(from 2026-11-25T20:20Z): two or three training processes at once (run.py --jobs 2 plus a second run.py)"),
-    "results-r32": (
-        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, run.py --jobs 2 (two training processes at once) from "
-        "2026-11-25T22:43Z, with tests and notebook checks running beside them; the training processes were stopped "
-        "(SIGSTOP) while benchmarks ran, so the wall times of sn-c1-seed1 and strict-c1-seed1 include about 50 s and "
-        "those of bssn-c1.2-seed0 and none-c1-seed0 about 505 s of pause; from 2026-11-26T00:28Z a third process (a "
-        "bssn-book sweep of seeds 3 and 4 of bssn-c1.2-lr2e-4-ndis5) ran beside the two; the ring runs are the 16x16 "
-        "grid's"),
-    "results-r32-long": (
-        "2-core CPU (no GPU), OMP_NUM_THREADS=1 per run, four training processes at once from 2026-11-26T03:31Z to "
-        "04:29Z (58 min): sn-c1 and bssn-c1.2 as two bssn-book sweeps started by hand with the commands run.py gives, "
-        "strict-c1 and bssn-c1.5 by run.py --long 32 --only ... --jobs 2 from 03:33Z (paused for about half a "
-        "minute at 03:38Z; bssn-c1.5-seed0 was stopped and restarted from scratch at 03:40Z); notebook checks and "
-        "tests ran beside them"),
-}
+MACHINE = {name: (
+    "2-core CPU (no GPU), one torch thread per run (config threads=1, OMP_NUM_THREADS=1), run.py --resolution 16 32 "
+    "--long 32 --jobs 2 (two training processes at once) from 2026-12-06, in a git worktree of the commit recorded in "
+    "`code`, with light work (editing, small tests) beside it")
+    for name in ("results", "results-r32", "results-r32-long")}
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
 _lock = threading.Lock()
 
@@ -93,10 +94,9 @@ _lock = threading.Lock()
 GRID_SETS = {}   # what the current grid's image runs change in config.json; set by at_resolution
 RESOLUTIONS = (16, 32)   # the committed grids: results/ (16x16) and results-r32/
 # The length check: these configurations (base setting), LONG_SETS on top of the grid's, at LONG_RESOLUTIONS.
-# SN_w and BSSN c = 1.2 (claim 2); SN_Conv and BSSN c = 1.5, whose every run collapsed in the 16x16 grid (claims 1
-# and 4). In GRID's order.
-LONG_CONFIGS = ("sn-c1", "strict-c1", "bssn-c1.2", "bssn-c1.5")
-LONG_SETS, LONG_RESOLUTIONS = {"iterations": 2000, "metrics_every": 500}, (32,)
+# SN_w and BSSN c = 1.2, the pair of claim 2, in GRID's order.
+LONG_CONFIGS = ("sn-c1", "bssn-c1.2")
+LONG_SETS, LONG_RESOLUTIONS = {"iterations": 5000, "metrics_every": 500}, (32,)
 
 
 def at_resolution(res, long=False):
@@ -119,7 +119,7 @@ def at_resolution(res, long=False):
     if not sets:
         return GRID
     return [dict(g, sets=dict(g["sets"], **sets)) if g["data"] == "mnist" else g for g in GRID
-            if not long or g["name"] in LONG_CONFIGS]
+            if (g["name"] in LONG_CONFIGS if long else g["sizes"] is None or res in g["sizes"])]
 
 
 def group_dir(g): return (HERE / "runs" if g["data"] == "ring" else RUNS) / g["name"]
@@ -275,8 +275,9 @@ def collect(grid):
                 row.update(diversity_fake=div_g, diversity_real=div_r, diversity_ratio=div_g / div_r)
                 fid_ok = row["fid"] is not None and math.isfinite(row["fid"])
                 row["diverged"] = not fid_ok
+                hinge = cfg.get("loss", "hinge") == "hinge"   # only the hinge D loss has a floor that means "D wins"
                 row["collapsed"] = bool(row["diversity_ratio"] < COLLAPSE_DIVERSITY or
-                                        (row["loss_d_tail"] is not None and row["loss_d_tail"] < COLLAPSE_LOSS_D))
+                                        (hinge and row["loss_d_tail"] is not None and row["loss_d_tail"] < COLLAPSE_LOSS_D))
                 png = sorted((d / "samples").glob("step-*.png"))
                 if png and seed == 0:   # the chapter shows seed 0 of each configuration (and its earlier samples)
                     shutil.copy(png[-1], RESULTS / "samples" / f"{name}.png")
@@ -323,8 +324,8 @@ def collect(grid):
             "grid": [{k: (list(v) if k == "seeds" else v) for k, v in g.items()} for g in grid],
             "definitions": {"diverged": "stopped on a non-finite loss, or FID not finite",
                             "collapsed": f"diversity_ratio < {COLLAPSE_DIVERSITY} (per-pixel std across 1000 samples, "
-                                         f"averaged over pixels, relative to real images) or mean hinge D loss over the "
-                                         f"last {LAST_STEPS} iterations < {COLLAPSE_LOSS_D}; ring runs: fewer than "
+                                         f"averaged over pixels, relative to real images) or, for the hinge loss, mean D "
+                                         f"loss over the last {LAST_STEPS} iterations < {COLLAPSE_LOSS_D}; ring runs: fewer than "
                                          f"{RING_MIN_MODES} of the 8 modes covered",
                             "grad_normalized": "||dL/dW_raw|| * sigma / |c|: the norm of the gradient w.r.t. the "
                                                "normalized weight c W/sigma, projected orthogonally to W (c: the "
