@@ -3,6 +3,7 @@
 Tiny configurations (the paper's CNN at width 0.0625 on 16x16 random images, batch 8) keep each run
 well under a second of training; the helpers here are shared by the other trainer test files."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -274,3 +275,119 @@ def test_missing_inception_weights_stop_the_run_before_training(tmp_path, monkey
     Trainer(tiny_config(tmp_path / "ok", metrics_every=0, metrics_extractor="inception-v3-compat"), data=tiny_data())
     Trainer(tiny_config(tmp_path / "ok2", iterations=2, metrics_every=4, metrics_extractor="inception-v3-compat"),
             data=tiny_data())
+
+
+# -- WGAN-GP: gp_weight ----------------------------------------------------------------------------------
+# The official learnable-gamma runs (fjxmlzn/BSN, same_gamma-CNN/config.py `d_gp_coe`: 10.0; same_gamma-CNN/gan/gan.py)
+# train D on the WGAN loss plus 10 x the gradient penalty, with one power-iteration update per D step (the penalty's D
+# is built with NO_OPS). TrainConfig.gp_weight is that weight; these tests hold the trainer to it.
+@pytest.mark.parametrize("value", [-1.0, -1e-9, float("nan"), float("inf"), "10", True, None])
+def test_gp_weight_must_be_a_number_at_least_0(value):
+    with pytest.raises(ConfigError, match=r"gp_weight=.* \(allowed: a number >= 0"):
+        TrainConfig(gp_weight=value).validate()
+
+
+def test_gp_weight_0_and_positive_numbers_are_accepted():
+    assert TrainConfig().gp_weight == 0                   # the default: no penalty
+    for v in (0, 0.0, 10, 10.0, 0.5):
+        assert TrainConfig(gp_weight=v).validate().gp_weight == v
+
+
+def test_gp_weight_adds_ten_times_the_penalty_of_the_steps_own_interpolates(tmp_path):
+    """loss="wgan", gp_weight=10: D's loss is the WGAN loss of the same batch plus 10 x the logged `gp`, and `gp` is
+    the penalty recomputed here by hand: the mean of (||grad_x D(x_hat)|| - 1)^2 at x_hat = eps real + (1 - eps) fake,
+    with the step's own real batch, fake batch, eps (the RNG state at the call) and normalized weights (an eval-mode
+    copy of D taken at the call: after the step's one power-iteration update, no further one)."""
+    import copy
+    from types import SimpleNamespace
+    from bssn_book import losses
+    data = tiny_data()
+    kw = dict(loss="wgan", iterations=1, seed=3)
+    plain = Trainer(tiny_config(tmp_path / "plain", **kw), data=data).train_step()
+    t = Trainer(tiny_config(tmp_path / "gp", gp_weight=10, **kw), data=data)
+    seen = []
+    def spy(D, real, fake, **k):
+        seen.append(dict(real=real.detach().clone(), fake=fake.detach().clone(), rng=torch.get_rng_state(),
+                         D=copy.deepcopy(D).eval(), training=D.training))
+        return losses.gradient_penalty(D, real, fake, **k)
+    t._losses = SimpleNamespace(d_loss=losses.d_loss, g_loss=losses.g_loss, gradient_penalty=spy)
+    out = t.train_step()
+    assert len(seen) == 1 and seen[0]["training"]                       # one D step, one penalty, D in training mode
+    s = seen[0]
+    real, fake = s["real"], s["fake"]
+    assert real.shape == fake.shape == (8, 1, 16, 16) and real.dtype == fake.dtype == torch.float32
+    assert all((data.flatten(1) == r.flatten()).all(1).any() for r in real)    # the real batch: images of the data
+    assert not any((data.flatten(1) == f.flatten()).all(1).any() for f in fake)
+    torch.set_rng_state(s["rng"])
+    eps = torch.rand(8, 1, 1, 1)
+    x = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(s["D"](x).sum(), x)
+    by_hand = float(((g.flatten(1).norm(dim=1) - 1) ** 2).mean())
+    assert "gp" not in plain and math.isfinite(out["gp"]) and out["gp"] > 0
+    assert out["gp"] == pytest.approx(by_hand, rel=1e-5)
+    assert plain["loss_d"] == pytest.approx(plain["d_fake"] - plain["d_real"], rel=1e-5, abs=1e-7)   # WGAN's D loss
+    # the same batch through the same D: identical logits; D's loss differs by exactly 10 x gp
+    assert (out["d_real"], out["d_fake"]) == pytest.approx((plain["d_real"], plain["d_fake"]), rel=1e-6, abs=1e-8)
+    assert out["loss_d"] == pytest.approx(plain["loss_d"] + 10 * out["gp"], rel=1e-5, abs=1e-6)
+    assert out["loss_d"] != pytest.approx(plain["loss_d"] + out["gp"], rel=1e-5, abs=1e-6)   # weighted, not plain
+
+
+@pytest.mark.parametrize("kw", [dict(norm="sn"), dict(norm="bssn", scale=1.2), dict(norm="sn", gamma="shared")],
+                         ids=["sn", "bssn", "sn-gamma-shared"])
+def test_gp_runs_each_layers_power_iteration_once_per_d_step(tmp_path, kw):
+    """With the penalty, D's second forward (on the interpolates) reuses the step's normalized weights: every
+    normalized layer's parametrization runs forward (in training mode: one power-iteration update) once per D step plus
+    once for the G step, as without the penalty. Two steps at n_dis = 2: 2 x (2 + 1) calls per layer, not 2 x (4 + 1)."""
+    counts = {}
+    for gp in (0, 10):
+        t = Trainer(tiny_config(tmp_path / f"gp{gp}", loss="wgan", gp_weight=gp, n_dis=2, iterations=2, **kw),
+                    data=tiny_data())
+        mods = {n: m for n, m in t.D_raw.named_modules() if n.endswith("parametrizations.weight.0")}
+        assert len(mods) == 8                                            # 7 convolutions and the last linear layer
+        calls = {n: [] for n in mods}
+        hooks = [m.register_forward_hook(lambda mod, a, o, n=n: calls[n].append(mod.training)) for n, m in mods.items()]
+        rows = [t.train_step() for _ in range(2)]
+        for h in hooks: h.remove()
+        assert all(all(v) for v in calls.values())                        # every call in training mode: u updated
+        counts[gp] = {n: len(v) for n, v in calls.items()}
+        assert ("gp" in rows[-1]) == bool(gp)
+    assert counts[10] == counts[0] == {n: 2 * (2 + 1) for n in counts[0]}
+
+
+def test_gp_weight_0_gives_the_trajectory_of_a_config_without_the_field(tmp_path):
+    "A config that never names gp_weight (e.g. an older config.json) and one with gp_weight=0: the same losses."
+    data = tiny_data()
+    base = tiny_config(tmp_path / "old", loss="wgan", iterations=4, checkpoint_every=0).to_dict()
+    del base["gp_weight"]
+    Trainer(TrainConfig.from_dict(base), data=data).fit()
+    Trainer(tiny_config(tmp_path / "zero", loss="wgan", iterations=4, checkpoint_every=0, gp_weight=0.0),
+            data=data).fit()
+    Trainer(tiny_config(tmp_path / "ten", loss="wgan", iterations=4, checkpoint_every=0, gp_weight=10.0),
+            data=data).fit()
+    old, zero, ten = (rows_of(tmp_path / n) for n in ("old", "zero", "ten"))
+    assert [r["step"] for r in old] == [1, 2, 3, 4]
+    assert losses_of(old) == losses_of(zero)                                # bitwise on CPU
+    assert losses_of(ten) != losses_of(zero)                                 # the comparison can tell them apart
+    assert not any("gp" in r for r in old + zero) and all(math.isfinite(r["gp"]) for r in ten)
+
+
+def test_cli_set_gp_weight_reaches_the_config(tmp_path, capsys):
+    "`bssn-book train/sweep --set loss=wgan gp_weight=10`: the runs' config.json hold it and their logs have `gp`."
+    from bssn_book import cli
+    tiny = ["width=0.0625", "z_dim=8", "batch_size=8", "log_every=1", "sample_every=0", "metrics_every=0",
+            "checkpoint_every=0", "progress=false", "iterations=2", "loss=wgan", "gp_weight=10"]
+    c = cli.make_config("quick", sets=cli.parse_sets(tiny))
+    assert (c.loss, c.gp_weight) == ("wgan", 10)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "quick", "--set", *tiny, f"out_dir={out}"]) == 0, capsys.readouterr().err
+    sw = tmp_path / "sweep"
+    assert cli.main(["sweep", "--kinds", "sn", "--scales", "1", "--seeds", "0", "--out", str(sw),
+                     "--set", *tiny, "gamma=shared"]) == 0, capsys.readouterr().err
+    for d in (out, sw / "sn-c1-seed0"):
+        cfg = json.loads((d / "config.json").read_text())
+        assert (cfg["loss"], cfg["gp_weight"], cfg["gamma"]) == ("wgan", 10, None if d == out else "shared"), d
+        assert [r["step"] for r in rows_of(d)] == [1, 2] and all(math.isfinite(r["gp"]) for r in rows_of(d)), d
+    capsys.readouterr()
+    assert cli.main(["train", "--set", "gp_weight=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "gp_weight=-1 (allowed: a number >= 0" in err and len(err.strip().splitlines()) == 1, err
