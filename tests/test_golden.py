@@ -18,7 +18,9 @@ import pytest
 from conftest import load_ch9_run
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ("sn-c1-seed3", "bssn-c1.2-seed3")   # one SN_w and one BSSN run of the 16x16 grid (about a minute each)
+# one SN_w and one BSSN run of the 16x16 grid, and one learnable-gamma run under WGAN-GP (the gradient penalty's path);
+# about 20 s each
+GOLDEN = ("sn-c1-seed3", "bssn-c1.2-seed3", "sn-c1-gshared-wgangp-seed3")
 LOSS_COLUMNS = ("loss_d", "loss_g", "d_real", "d_fake")
 # one thread: the trajectory depends on the thread count (1 and 2 threads part at step 10), and the committed runs used
 # one (config `threads`, set in _sweep, and the environment)

@@ -15,11 +15,11 @@ from bssn_book.train import list_checkpoints, load_checkpoint
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
 
 SCRIPT = """
-import os, sys, torch
+import json, os, sys, torch
 from test_train import tiny_config, tiny_data
 from bssn_book.train import Trainer
-out = sys.argv[1]
-t = Trainer(tiny_config(out, iterations=6, checkpoint_every=3, batch_size=8, norm="bssn", ema=0.9), data=tiny_data())
+out, extra = sys.argv[1], json.loads(sys.argv[2])
+t = Trainer(tiny_config(out, iterations=6, checkpoint_every=3, batch_size=8, norm="bssn", ema=0.9, **extra), data=tiny_data())
 assert t.world == 2 and t.batch == 4 and type(t.D).__name__ == "DistributedDataParallel"
 r = t.fit()
 state = {"D": t.D_raw.state_dict(), "G": t.G_raw.state_dict(), "G_ema": t.G_ema.state_dict(), "summary_step": r["step"]}
@@ -28,11 +28,13 @@ torch.save(state, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
 
 
 @pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_available(), reason="torchrun/gloo not available")
-def test_torchrun_two_processes_gloo(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"loss": "wgan", "gp_weight": 10.0, "gamma": "shared"}], ids=["hinge", "wgan-gp"])
+def test_torchrun_two_processes_gloo(tmp_path, extra):
+    "Also with the gradient penalty, whose double backward runs on the unwrapped D inside DDP's step."
     script, out = tmp_path / "ddp_train.py", tmp_path / "run"
     script.write_text(SCRIPT)
     out.mkdir()
-    p = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(out)],
+    p = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(out), json.dumps(extra)],
                        capture_output=True, text=True, env=child_env(), cwd=str(ROOT), timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s0, s1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -46,6 +48,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert vectors, list(s0["D"])            # the normalization's persistent vectors are among the compared
     # rank 0 alone writes: one row per step, one set of checkpoints, one done marker
     assert [r["step"] for r in rows_of(out)] == [1, 2, 3, 4, 5, 6]
+    assert all(("gp" in r) == bool(extra.get("gp_weight")) for r in rows_of(out))   # the penalty ran (and only then)
     assert [c.name for c in list_checkpoints(out / "checkpoints")] == ["ckpt-00000003.pt", "ckpt-00000006.pt"]
     assert json.loads((out / "done.json").read_text())["step"] == 6
     state = load_checkpoint(out / "checkpoints" / "ckpt-00000006.pt")
