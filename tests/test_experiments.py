@@ -89,13 +89,15 @@ def test_the_length_check_has_its_own_folders_and_only_its_configurations(run_py
     grid = run_py.at_resolution(32, long=True)
     assert (run_py.RUNS.name, run_py.RESULTS.name) == ("runs-r32-long", "results-r32-long")
     assert [g["name"] for g in grid] == list(run_py.LONG_CONFIGS)   # GRID's names and order, no ring runs
+    assert run_py.LONG_CONFIGS == ("sn-c1", "bssn-c1.2")             # the pair of claim 2 (SN_w, BSSN c = 1.2)
     base_cfg = json.loads(run_py.CONFIG.read_text())
     for g in grid:
         base = make_config(None, str(run_py.CONFIG), g["sets"]).to_dict()
         runs = sweep_runs(base, [g["kind"]], [g["scale"]], g["seeds"], None, run_py.group_dir(g))
         assert [c.out_dir for _, c in runs] == [str(run_py.run_dir(g, s)) for s in g["seeds"]]
         c = runs[0][1]
-        assert (c.resolution, c.iterations, c.metrics_every) == (32, 2000, 500)
+        assert (c.resolution, c.iterations, c.metrics_every) == (32, 5000, 500)   # ten times the grids' 500
+        assert c.iterations == 10 * base_cfg["iterations"]
         # everything else is the grid's base setting, so the first 500 iterations are the 32x32 grid's runs
         assert (c.lr_d, c.n_dis, list(c.betas), c.width) == (base_cfg["lr_d"], base_cfg["n_dis"], base_cfg["betas"],
                                                              base_cfg["width"])
@@ -125,8 +127,12 @@ def test_collect_keeps_committed_results_when_the_runs_are_not_there(tmp_path):
     "A fresh clone has the results but not the run folders: --collect-only must not replace them with 'missing' rows."
     shutil.copytree(ROOT / "experiments/ch9/results-r32-long", tmp_path / "results-r32-long")
     before = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
+    import csv
+    with open(tmp_path / "results-r32-long" / "runs.csv", newline="") as f:
+        done = sum(r["status"] == "done" for r in csv.DictReader(f))
+    assert done > 0
     p = _run_copy(tmp_path, "--long", "32", "--collect-only")
-    assert p.returncode == 1 and "results-r32-long" in p.stderr and "20 finished runs" in p.stdout
+    assert p.returncode == 1 and "results-r32-long" in p.stderr and f"{done} finished runs" in p.stdout
     after = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
     assert after == before
 
@@ -197,3 +203,100 @@ def test_every_sweep_trains_with_one_torch_thread(run_py, tmp_path, monkeypatch)
         cfg = make_config(None, args.config, parse_sets(args.set)).to_dict()
         assert cfg["threads"] == 1, (g["name"], args.set)
         assert all(cfg[k] == (list(v) if isinstance(v, tuple) else v) for k, v in g["sets"].items())   # the rest kept
+
+
+# -- the official settings (fjxmlzn/BSN: no_gamma-CNN/config.py, same_gamma-CNN/config.py, same_gamma-CNN/gan/gan.py)
+def _config_of(run_py, g):
+    "The TrainConfig every run of configuration `g` trains with (config.json or config_ring.json, then g's sets)."
+    from bssn_book.cli import make_config
+    return make_config(None, str(run_py.CONFIG_RING if g["data"] == "ring" else run_py.CONFIG), g["sets"])
+
+
+def _optimizer(c): return (c.lr_g, c.lr_d, tuple(c.betas), c.n_dis)
+
+
+SETTING_A = (1e-4, 1e-4, (0.5, 0.999), 1)
+SETTING_B = {(g, d, (0.5, 0.999), 1) for g in (1e-4, 2e-4) for d in (1e-4, 2e-4)}   # G's and D's lr each in {1e-4, 2e-4}
+SETTING_C = (1e-4, 1e-4, (0.5, 0.9), 5)
+
+
+def test_the_grid_trains_under_the_official_settings(run_py):
+    """config.json is setting (a); SN and BSN at scale 1 (hinge) run under each of (b)'s four lr pairs and (c), once;
+    the learnable gammas (on SN_w, as same_gamma-CNN) run under (b)'s four pairs with the WGAN loss and a gradient
+    penalty of weight 10 (d_gp_coe); every WGAN run has that penalty and no hinge run has one."""
+    assert SETTING_A in SETTING_B
+    image = [(g, _config_of(run_py, g)) for g in run_py.GRID if g["data"] == "mnist"]
+    base = _config_of(run_py, run_py.GRID[0])
+    assert run_py.GRID[0]["name"] == "sn-c1" and _optimizer(base) == SETTING_A
+    assert (base.loss, base.gp_weight, base.batch_size) == ("hinge", 0, 64)
+    for kind in ("sn", "bsn"):
+        at1 = [c for g, c in image if (g["kind"], g["scale"], g["gamma"], c.loss) == (kind, 1.0, None, "hinge")]
+        assert sorted(map(_optimizer, at1)) == sorted(SETTING_B | {SETTING_C}), kind   # each once
+    for gamma in ("shared", "per_layer"):
+        runs = [(g, c) for g, c in image if g["gamma"] == gamma]
+        assert all((g["kind"], g["scale"], c.gamma, c.loss, c.gp_weight) == ("sn", 1.0, gamma, "wgan", 10)
+                   for g, c in runs), gamma
+        assert sorted(_optimizer(c) for _, c in runs) == sorted(SETTING_B), gamma
+    for g, c in image:
+        assert (c.loss == "wgan") == (c.gp_weight == 10) and c.gp_weight in (0, 10) and c.loss in ("hinge", "wgan"), g
+        assert _optimizer(c) in SETTING_B | {SETTING_C}, g
+        if g["claim"] not in ("3", "gamma"):      # the scale sweep, the other norms: setting (a)
+            assert _optimizer(c) == SETTING_A and c.loss == "hinge", g["name"]
+    ndis5 = {k: (tuple(v) if isinstance(v, list) else v) for k, v in run_py.SETTINGS["ndis5"].items()}
+    assert ndis5 == {"lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.5, 0.9), "n_dis": 5}     # (c), whatever config.json says
+
+
+def test_the_32x32_grid_holds_setting_a_and_the_16x16_grid_everything(run_py):
+    "(b), (c) and the WGAN-GP runs train at 16x16 only (sizes [16]); the 32x32 grid: the rest, ring runs included."
+    assert run_py.at_resolution(16) is run_py.GRID
+    r32 = run_py.at_resolution(32)
+    assert [g["name"] for g in r32] == [g["name"] for g in run_py.GRID if g["sizes"] is None]
+    assert {g["name"] for g in r32 if g["data"] == "ring"} == {g["name"] for g in run_py.GRID if g["data"] == "ring"}
+    only16 = [g for g in run_py.GRID if g["sizes"] is not None]
+    assert only16 and all(g["sizes"] == [16] and g["data"] == "mnist" for g in only16)
+    assert all(_optimizer(_config_of(run_py, g)) == SETTING_A and _config_of(run_py, g).loss == "hinge"
+               for g in r32 if g["data"] == "mnist")
+    assert {g["claim"] for g in only16} == {"3", "gamma"}
+    assert all(g["sizes"] is None for g in run_py.GRID if g["name"] in run_py.LONG_CONFIGS)
+    run_py.at_resolution(16)
+
+
+def _fake_run(run_py, g, seed, loss_d, fid=100.0):
+    "A finished run of configuration g as `bssn-book sweep` leaves it: done.json, log.jsonl, config.json."
+    d = run_py.run_dir(g, seed); d.mkdir(parents=True)
+    cfg = _config_of(run_py, g)
+    (d / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (d / "done.json").write_text(json.dumps({"step": 500, "threads": 1, "metrics": {"fid": fid}}))
+    (d / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss_d": loss_d, "loss_g": 0.5, "d_real": 0.2,
+                                                     "d_fake": -0.1}) + "\n" for s in range(401, 501)))
+    return cfg
+
+
+def test_collapse_uses_the_d_loss_floor_for_hinge_runs_only(run_py, tmp_path, monkeypatch):
+    """A WGAN-GP run whose D loss sits far below 0 (the WGAN loss has no floor) with healthy diversity is not
+    collapsed; a hinge run with D loss < COLLAPSE_LOSS_D is (D wins); either loss with too little diversity is."""
+    import csv
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run_py, "HERE", tmp_path)
+    ratio = {0: 0.9, 1: 0.9, 2: 0.1}     # per seed: diversity of the samples relative to the real images
+    monkeypatch.setattr(run_py, "sample_diversity", lambda d, cfg: (ratio[int(d.name[-1])], 1.0))
+    hinge = next(g for g in run_py.GRID if g["name"] == "sn-c1")
+    wgan = next(g for g in run_py.GRID if g["name"] == "sn-c1-gshared-wgangp")
+    hinge, wgan = (dict(g, seeds=(0, 1, 2)) for g in (hinge, wgan))
+    # hinge: seed 0 healthy, seed 1 D wins (loss_d 0.01), seed 2 low diversity; WGAN-GP: D loss -50 with seeds 0, 1
+    assert _fake_run(run_py, hinge, 0, 1.2).loss == "hinge"
+    _fake_run(run_py, hinge, 1, 0.5 * run_py.COLLAPSE_LOSS_D); _fake_run(run_py, hinge, 2, 1.2)
+    assert _fake_run(run_py, wgan, 0, -50.0).loss == "wgan"
+    _fake_run(run_py, wgan, 1, -50.0); _fake_run(run_py, wgan, 2, -50.0)
+    assert run_py.collect([hinge, wgan]) is True
+    with open(tmp_path / "results" / "runs.csv", newline="") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert float(rows["sn-c1-gshared-wgangp-seed0"]["loss_d_tail"]) == -50.0
+    assert {n: rows[n]["collapsed"] for n in rows} == {
+        "sn-c1-seed0": "False", "sn-c1-seed1": "True", "sn-c1-seed2": "True",
+        "sn-c1-gshared-wgangp-seed0": "False", "sn-c1-gshared-wgangp-seed1": "False",
+        "sn-c1-gshared-wgangp-seed2": "True"}
+    assert all(rows[n]["diverged"] == "False" for n in rows)
+    meta = json.loads((tmp_path / "results" / "meta.json").read_text())
+    assert "for the hinge loss" in meta["definitions"]["collapsed"]
