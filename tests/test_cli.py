@@ -65,6 +65,11 @@ def test_train_from_toml_and_json_config_files(tmp_path, capsys):
     (["sweep", "--out", "x", "--scales", "a,b"], "comma-separated list of float"),
     (["sweep", "--out", "x", "--settings", "ndis3"], "unknown setting 'ndis3'"),
     (["sweep", "--out", "x", "--kinds", "sn,foo"], "norm='foo'"),
+    # a --set the sweep would replace without a word (its setting, or what it sweeps) is refused, naming it
+    (["sweep", "--out", "x", "--settings", "ndis1,ndis5", "--set", "lr_g=2e-4"], "lr_g (set by --settings ndis1)"),
+    (["sweep", "--out", "x", "--settings", "ndis5", "--set", "betas=[0.5,0.99]"], "betas (set by --settings ndis5)"),
+    (["sweep", "--out", "x", "--set", "seed=3"], "seed (given by --seeds)"),
+    (["sweep", "--out", "x", "--set", "scale=2"], "scale (given by --scales)"),
     (["frobnicate"], "invalid choice"),
     ([], "choose a command"),
 ])
