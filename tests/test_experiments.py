@@ -137,7 +137,7 @@ def test_collect_keeps_committed_results_when_the_runs_are_not_there(tmp_path):
     assert after == before
 
 
-def test_code_version_records_commit_and_dirty_files(run_py, tmp_path):
+def test_code_version_records_commit_and_dirty_files(run_py, tmp_path, monkeypatch):
     "collect's provenance (meta.json 'code'): the commit of the checkout, its changed tracked files, or why none."
     import bssn_book
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *a],
@@ -145,6 +145,9 @@ def test_code_version_records_commit_and_dirty_files(run_py, tmp_path):
     git("init", "-q")
     (tmp_path / "bssn_book").mkdir(); (tmp_path / "bssn_book" / "norms.py").write_text("a = 1\n")
     (tmp_path / "notes.txt").write_text("x\n")
+    here = tmp_path / "experiments" / "ch9"                           # where run.py lies, with its result folders
+    for f in ("results/runs.csv", "results-r32/runs.csv", "run.py"):
+        (here / f).parent.mkdir(parents=True, exist_ok=True); (here / f).write_text("0\n")
     git("add", "."); git("commit", "-q", "-m", "first")
     head = git("rev-parse", "HEAD").strip()
     clean = run_py.code_version(tmp_path)
@@ -152,6 +155,11 @@ def test_code_version_records_commit_and_dirty_files(run_py, tmp_path):
     (tmp_path / "notes.txt").write_text("y\n"); (tmp_path / "bssn_book" / "norms.py").write_text("a = 2\n")
     (tmp_path / "untracked.py").write_text("")                       # untracked files are not the code that ran
     assert run_py.code_version(tmp_path)["dirty"] == ["bssn_book/norms.py", "notes.txt"]   # library files first
+    # the script's own result folders are its output, not code: rewritten results are not 'dirty'; run.py itself is
+    monkeypatch.setattr(run_py, "HERE", here)
+    for f in ("results/runs.csv", "results-r32/runs.csv", "run.py"):
+        (here / f).write_text("1\n")
+    assert run_py.code_version(tmp_path)["dirty"] == ["bssn_book/norms.py", "experiments/ch9/run.py", "notes.txt"]
     (tmp_path.parent / "not-a-checkout").mkdir(exist_ok=True)
     none = run_py.code_version(tmp_path.parent / "not-a-checkout")
     assert none["commit"] is None and none["dirty"] is None and "no commit recorded" in none["git"]

@@ -210,14 +210,21 @@ def finished_runs(grid):
 def code_version(root=None):
     """The code that collected (and, when run.py trained in the same call, trained) the results: the package version,
     the git commit of the checkout and whether its tracked files differ from that commit (`dirty`: the changed paths,
-    library files first). Without git or outside a checkout the commit is None and `git` says why."""
+    library files first; this script's own result folders, results*/ beside it, are its output, not code, and are left
+    out). Without git or outside a checkout the commit is None and `git` says why."""
     import bssn_book
     root = Path(root) if root is not None else HERE   # git finds the checkout above it
     out = {"package_version": bssn_book.__version__, "commit": None, "dirty": None}
     try:
         git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, check=True).stdout
         out["commit"] = git("rev-parse", "HEAD").strip()
+        top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
+        try:
+            results = HERE.resolve().relative_to(top).as_posix() + "/results"   # results/, results-r32/, ...
+        except ValueError:   # this script lies outside that checkout
+            results = None
         changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+        changed = [f for f in changed if results is None or not f.startswith(results)]
         out["dirty"] = sorted(changed, key=lambda f: (not f.startswith("bssn_book/"), f))
     except (OSError, subprocess.CalledProcessError) as e:
         out["git"] = f"no commit recorded: {getattr(e, 'stderr', None) or e}".strip()
