@@ -31,6 +31,7 @@ def test_grid_names_are_unique_and_match_the_sweep_run_folders(run_py):
 
 
 def test_read_timings_takes_the_sweep_logs_and_keeps_the_first_measurement(run_py, tmp_path, monkeypatch):
+    "The logs' first measurement wins over a stored timings.json (an earlier generation's run of the same name)."
     monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
     (tmp_path / "runs").mkdir(); (tmp_path / "results").mkdir()
@@ -38,10 +39,12 @@ def test_read_timings_takes_the_sweep_logs_and_keeps_the_first_measurement(run_p
     (tmp_path / "runs" / "sn-c1-ndis5.sweep.log").write_text(
         "sweep: 5 runs, 1 at a time\nsn-c1-seed0: done in 115.2 s\nsn-c1-seed1: failed (exit 1) in 3.0 s\n"
         "sn-c1-seed0: skipped (done)\nsn-c1-seed1: done in 120.5 s\n")
-    (tmp_path / "results" / "timings.json").write_text(json.dumps({"sn-c1-ndis5-seed0": {"wall_s": 99.0}}))
+    (tmp_path / "results" / "timings.json").write_text(json.dumps({"sn-c1-ndis5-seed0": {"wall_s": 99.0},
+                                                                   "sn-c1-ndis5-seed4": {"wall_s": 77.0}}))
     t = run_py.read_timings([g])
-    assert t["sn-c1-ndis5-seed0"]["wall_s"] == 99.0          # the first measurement stays
+    assert t["sn-c1-ndis5-seed0"]["wall_s"] == 115.2         # the log's first measurement, not the stored file's
     assert t["sn-c1-ndis5-seed1"]["wall_s"] == 120.5         # a failed attempt is no timing
+    assert t["sn-c1-ndis5-seed4"]["wall_s"] == 77.0          # a run no log mentions keeps its stored timing
     assert json.loads((tmp_path / "results" / "timings.json").read_text()) == t
 
 
@@ -308,3 +311,18 @@ def test_collapse_uses_the_d_loss_floor_for_hinge_runs_only(run_py, tmp_path, mo
     assert all(rows[n]["diverged"] == "False" for n in rows)
     meta = json.loads((tmp_path / "results" / "meta.json").read_text())
     assert "for the hinge loss" in meta["definitions"]["collapsed"]
+
+
+def test_finished_runs_counts_only_the_grids_configurations(run_py, tmp_path, monkeypatch):
+    "A regenerated grid that dropped configurations is collected: the old runs.csv rows of those do not count."
+    monkeypatch.setattr(run_py, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run_py, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    g = run_py.GRID[0]
+    rows = [f"{g['name']}-seed{s},{g['name']},done" for s in g["seeds"]] + [f"gone-seed{s},gone,done" for s in range(9)]
+    (tmp_path / "results" / "runs.csv").write_text("run,config,status\n" + "\n".join(rows) + "\n")
+    assert run_py.finished_runs([g]) == (0, len(g["seeds"]))        # the dropped configuration's 9 rows ignored
+    for s in g["seeds"]:
+        run_py.run_dir(g, s).mkdir(parents=True)
+        (run_py.run_dir(g, s) / "done.json").write_text("{}")
+    assert run_py.finished_runs([g]) == (len(g["seeds"]), len(g["seeds"]))

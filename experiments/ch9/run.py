@@ -180,10 +180,14 @@ def layer_order(keys):
 
 
 def read_timings(grid):
-    """Wall time of every run that trained: `timings.json`, then the sweeps' own logs (`<configuration>.sweep.log`,
-    appended by every sweep: "<run>: done in <s> s"), then the sweep summaries. A run keeps its first measurement."""
+    """Wall time of every run that trained: the sweeps' own logs (`<configuration>.sweep.log`, appended by every sweep:
+    "<run>: done in <s> s"; a run keeps its first measurement there), then the sweep summaries, then the stored
+    `timings.json` for runs that neither mentions (their run folders gone). The logs win over the stored file: they
+    belong to the run folders being collected, while the file may hold an earlier generation's runs of the same
+    name (a regeneration from scratch)."""
     tpath = RESULTS / "timings.json"
-    timings = json.loads(tpath.read_text()) if tpath.exists() else {}
+    stored = json.loads(tpath.read_text()) if tpath.exists() else {}
+    timings = {}
     for g in grid:
         log = group_dir(g).parent / f"{g['name']}.sweep.log"
         for line in (log.read_text().splitlines() if log.exists() else []):
@@ -193,18 +197,22 @@ def read_timings(grid):
         for r in (json.loads(summary.read_text()) if summary.exists() else []):
             if r["status"] == "done" and r.get("time_s"):   # failed attempts and skipped runs are no timing
                 timings.setdefault(run_name(g, r["seed"]), {"wall_s": r["time_s"], "status": "done"})
+    for name, t in stored.items():
+        timings.setdefault(name, t)
     tpath.write_text(json.dumps(timings, indent=1, sort_keys=True))
     return timings
 
 
 def finished_runs(grid):
-    "How many of the grid's runs have finished in the run folders (done.json), and how many results/runs.csv holds."
+    """How many of the grid's runs have finished in the run folders (done.json), and how many finished runs of the
+    grid's configurations results/runs.csv holds (rows of configurations the grid no longer has do not count)."""
     have = sum((run_dir(g, s) / "done.json").exists() for g in grid for s in g["seeds"])
     old = RESULTS / "runs.csv"
     if not old.exists():
         return have, 0
+    names = {g["name"] for g in grid}
     with open(old, newline="") as f:
-        return have, sum(r.get("status") == "done" for r in csv.DictReader(f))
+        return have, sum(r.get("status") == "done" and r.get("config") in names for r in csv.DictReader(f))
 
 
 def code_version(root=None):
