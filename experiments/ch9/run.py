@@ -14,19 +14,21 @@ Training goes through `bssn-book sweep` (one sweep per configuration, `--jobs 1`
 configurations at once), so the script is resumable: a run whose `done.json` exists is skipped. The runs (checkpoints,
 logs) are not committed; the collected result files are.
 
-Measured duration (2-core CPU, OMP_NUM_THREADS=1 per run; `meta.json` records `per_run_wall_s`, `total_train_wall_s`):
-- 16x16 (2026-11-25): 110 runs, 34-161 s each, mean 78 s (n_dis = 5 runs 110-161 s, mean 120 s; ring runs 34-81 s),
-  2.38 h of one core in all. Wall clock: the first 19 runs one at a time (24.7 min), the other 91 with `--jobs 2` plus
-  a second run.py (53 min). From scratch, `--jobs 2` should take about 1.2 h.
-- 32x32 (2026-11-25/26): 95 image runs (the ring runs are the 16x16 grid's), 80-713 s each, median 125 s (n_dis = 1
-  runs: median 110 s; n_dis = 5 runs: 277-713 s, median 304 s), 4.86 h of one core in all, including about 18 min of
-  pauses and the slowdown of sharing the cores with tests (see MACHINE). Wall clock 2.30 h with `--jobs 2` (a third
-  process took the last two runs). From scratch on an idle machine, `--jobs 2` should take a little over 2 h.
-- length check, 32x32, 2000 iterations (2026-11-26): 20 runs, 335-713 s each (mean 626 s) with four training
-  processes sharing the two cores (see MACHINE); 58 min of wall clock for all 20. With --jobs 2 (two at a time) it
-  should take about as long: the cores, not the processes, are the limit.
-From scratch the whole set is therefore about 4.3 h with --jobs 2. With every run done, the script only re-collects
-(~20 s per grid).
+Measured duration of the committed results (2026-12-06, commit 6ec5014, 2-core CPU, one torch thread per run,
+`run.py --resolution 16 32 --long 32 --jobs 2`; `meta.json` records `per_run_wall_s`, `total_train_wall_s` and
+`timings.json` every run's):
+- 16x16: 160 runs. Image runs 13-54 s each, median 18 s (n_dis = 1: 13-40 s; n_dis = 5: 32-54 s, mean 40 s; WGAN-GP:
+  17-26 s); ring runs 10-14 s. 0.84 h of one core in all; 26 min of wall clock.
+- 32x32: 55 image runs (setting (a); the ring runs are the 16x16 grid's), 30-44 s each, median 32 s; 0.50 h of one
+  core; about 20 min of wall clock.
+- length check, 32x32, 5000 iterations: 10 runs, 291-356 s each (two at a time); about 23 min of wall clock.
+The whole call took 69 min (4156 s) with --jobs 2, light editing and tests running beside it; the runs of 2026-11-25
+took 3-5 times as long on an earlier, slower machine. With every run done, the script only re-collects (~20 s per
+grid). The first collect of the 32x32 grid and the length check was refused by the fresh-clone guard (the old
+runs.csv held configurations the new grid dropped) and the 16x16 grid's kept the old wall times of runs of the same
+name: both were fixed after that call (finished_runs, read_timings). With the stale runs.csv and timings.json removed
+by hand, the same commit's script collected the length check at the end of that call and re-collected the two grids
+(`--collect-only --resolution 16 32`).
 
 Definitions (used by `collect`, stated again in the chapter):
 - diverged: the run stopped on a non-finite loss (bssn-book's NonFiniteLossError) or its FID is not finite.
