@@ -20,15 +20,12 @@ ones the unnormalized graph does not have).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")   # the profiler's start/stop lines on stderr
-import platform
 import random
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -206,16 +203,13 @@ def main(argv=None):
                   f"{r['extra_us'] / 1e3:+6.2f} ms, {sum(r['extra_ops_by_part'].values()):+5} ops: "
                   + ", ".join(f"{k} {x / 1e3:+.2f}" for k, x in top), flush=True)
         widths.append(dict(width=width, rows=rows))
-    result = dict(
+    bench.write_result(
+        args.out,
         what="one D step of benchmarks/run.py (batch 64, 32x32x3, D(real) and D(fake), hinge, backward, Adam) under "
              "torch.profiler on one thread; per part of the step, self CPU microseconds per step (the profiler's "
              "own overhead included), and the extra over the unnormalized network",
         command="python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        threads=1, steps=args.steps, rounds=args.rounds, torch=torch.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores",
-        date=time.strftime("%Y-%m-%d"), widths=widths)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print("wrote", args.out)
+        threads=1, steps=args.steps, rounds=args.rounds, widths=widths)
 
 
 if __name__ == "__main__":

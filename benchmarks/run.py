@@ -217,6 +217,17 @@ def check_setup(ap, threads, out, device=None, widths=()):
         ap.error(f"--out {out}: cannot be created ({parent} is not a writable folder)")
 
 
+def write_result(out, **fields):
+    """Write one benchmark's result to `out` as JSON, with what every result records about where it ran (torch
+    version, machine, date); returns the dict written."""
+    result = dict(fields, torch=torch.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                  date=time.strftime("%Y-%m-%d"))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1))
+    print("wrote", out)
+    return result
+
+
 def iqr(x):
     q = statistics.quantiles(x, n=4)
     return q[2] - q[0]
@@ -313,21 +324,18 @@ def main(argv=None):
             print(f"width {width:4}  {v:9}  weights fwd+bwd {1e3 * nmed[v]:7.2f} ms  normalization "
                   f"{1e3 * over:6.2f} ms" + (f"  x{ratio:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] vs torch SN" if ci else ""),
                   flush=True)
-    result = dict(
+    write_result(
+        args.out,
         what="paper CNN discriminator training step, batch 64, 32x32x3, hinge loss, Adam",
         command="make bench  (python benchmarks/run.py " + " ".join(argv or sys.argv[1:]) + ")",
-        device=str(device), threads=args.threads, torch=torch.__version__,
-        machine=f"{platform.machine()}, {os.cpu_count()} cores", repeats={str(w): n for w, n in repeats.items()},
-        steps_per_repeat=args.steps, date=time.strftime("%Y-%m-%d"), rows=rows,
+        device=str(device), threads=args.threads, repeats={str(w): n for w, n in repeats.items()},
+        steps_per_repeat=args.steps, rows=rows,
         bootstrap=bootstrap_settings(),
         clock=dict(what=clock_what, median_s=statistics.median(clock), iqr_s=iqr(clock), times_s=clock),
         normalization_only=dict(what="all layers' weights computed (power iteration included) and the backward of "
                                      "<weight, G>: the normalization's own cost; overhead = time - the unnormalized "
                                      "variant's", repeats=args.norm_repeats, steps_per_repeat=args.norm_steps,
                                 rows=norm_rows))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print("wrote", args.out)
 
 
 if __name__ == "__main__":

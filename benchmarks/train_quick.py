@@ -20,14 +20,11 @@ VmHWM reset through /proc/self/clear_refs), and the process's peak RSS, in a fre
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,7 +35,7 @@ from bssn_book.models import CNNDiscriminator, CNNGenerator
 from bssn_book.train import Trainer, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import bootstrap_ci, check_counts, check_setup, ratio_of_medians, round_robin  # noqa: E402  (shared with run.py)
+from run import bootstrap_ci, check_counts, check_setup, ratio_of_medians, round_robin, write_result  # noqa: E402  (shared with run.py)
 
 VARIANTS = ["reference", "ours_sn", "ours_bssn"]
 BASELINE = "reference"
@@ -165,18 +162,15 @@ def main(argv=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cfg = preset("quick")
-    result = dict(
+    write_result(
+        args.out,
         what=("iterations/s of the quick preset's training loop (1 D step + 1 G step, CNN width "
               f"{cfg.width}, MNIST {cfg.resolution}x{cfg.resolution}x{cfg.channels}, batch {cfg.batch_size}, "
               "hinge, Adam): our Trainer (BSSN as the preset, and SN) vs a plain PyTorch loop with torch's "
               "spectral_norm"),
         command="python benchmarks/train_quick.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        threads=args.threads, torch=torch.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores",
-        load_average_at_start=round(load, 2), repeats=args.repeats, steps_per_repeat=args.steps,
-        date=time.strftime("%Y-%m-%d"), rows=rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print("wrote", args.out)
+        threads=args.threads, load_average_at_start=round(load, 2), repeats=args.repeats, steps_per_repeat=args.steps,
+        rows=rows)
 
 
 if __name__ == "__main__":

@@ -174,23 +174,30 @@ def test_profile_step_needs_the_unnormalized_reference(tmp_path, capsys):
     assert e.value.code == 2 and "'none' is the reference" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
-def test_a_cached_d_step_is_the_trainers_single_forward_step(kind):
-    """profile_step's '+cached' variants: two forwards, D(real) and D(fake), under torch's parametrize.cached() give
-    the loss, the gradients and the power-iteration buffers of one forward on the two batches concatenated (what
-    bssn_book's Trainer does: one update per D step). Without cached() the two forwards update the buffers twice."""
+def _three_copies_of_a_d(kind):
+    """A small normalized CNN discriminator and two deep copies of it, a real and a fake batch, and the hinge D loss:
+    the setup of the cached-step tests below."""
     import copy
     import torch.nn.functional as F
-    from torch.nn.utils import parametrize
     from bssn_book.models import CNNDiscriminator
     from bssn_book.norms import apply_norm
     torch = bench.torch
     torch.manual_seed(0)
     D = CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
     apply_norm(D, kind, example_input=torch.zeros(1, 3, 32, 32) if kind == "strict" else None)
-    D_cached, D_cat, D_twice = D, copy.deepcopy(D), copy.deepcopy(D)
     real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
     hinge = lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    return (D, copy.deepcopy(D), copy.deepcopy(D)), real, fake, hinge
+
+
+@pytest.mark.parametrize("kind", ["sn", "bssn", "strict"])
+def test_a_cached_d_step_is_the_trainers_single_forward_step(kind):
+    """profile_step's '+cached' variants: two forwards, D(real) and D(fake), under torch's parametrize.cached() give
+    the loss, the gradients and the power-iteration buffers of one forward on the two batches concatenated (what
+    bssn_book's Trainer does: one update per D step). Without cached() the two forwards update the buffers twice."""
+    from torch.nn.utils import parametrize
+    torch = bench.torch
+    (D_cached, D_cat, D_twice), real, fake, hinge = _three_copies_of_a_d(kind)
     with parametrize.cached():
         loss_cached = hinge(D_cached(real), D_cached(fake))
     loss_cached.backward()
@@ -210,19 +217,10 @@ def test_a_cached_d_step_through_torch_compile_updates_once(kind):
     """The same through torch.compile (dynamo and AOTAutograd; the aot_eager backend, which compiles in seconds): one
     power-iteration update per cached step, equal to the single forward's to rounding (twice would move u by ~1e-2),
     and the same loss and gradients."""
-    import copy
-    import torch.nn.functional as F
     from torch.nn.utils import parametrize
-    from bssn_book.models import CNNDiscriminator
-    from bssn_book.norms import apply_norm
     torch = bench.torch
-    torch.manual_seed(0)
-    D = CNNDiscriminator(in_channels=3, width=0.0625, resolution=32)
-    apply_norm(D, kind)
-    D_compiled, D_cat, D_twice = D, copy.deepcopy(D), copy.deepcopy(D)
+    (D_compiled, D_cat, D_twice), real, fake, hinge = _three_copies_of_a_d(kind)
     C = torch.compile(D_compiled, backend="aot_eager")
-    real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
-    hinge = lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean()
     with parametrize.cached():
         loss = hinge(C(real), C(fake))
     loss.backward()

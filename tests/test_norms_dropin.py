@@ -31,15 +31,21 @@ def trained(m, x, steps=2):
 
 
 # ---- fix 2: torch's checkpoints, both versions -------------------------------------------------------------------
-@pytest.mark.parametrize("layer", list(LAYERS))
-@pytest.mark.parametrize("torch_sn", ["parametrized", "hook-based"])
-def test_torch_checkpoint_loads_into_sn(layer, torch_sn):
+def trained_torch_sn(layer, torch_sn):
+    "An input and layer `layer` under torch's SN ('parametrized' or 'hook-based'), trained a few steps on it."
     make, shape = LAYERS[layer]
     torch.manual_seed(0)
     x = torch.randn(shape)
     ref = make()
     ref = spectral_norm(ref) if torch_sn == "parametrized" else torch.nn.utils.spectral_norm(ref)
-    trained(ref, x)
+    return x, trained(ref, x)
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("torch_sn", ["parametrized", "hook-based"])
+def test_torch_checkpoint_loads_into_sn(layer, torch_sn):
+    make, _ = LAYERS[layer]
+    x, ref = trained_torch_sn(layer, torch_sn)
     ours = apply_norm(make(), "sn")
     ours.load_state_dict(ref.state_dict())
     ref.eval(), ours.eval()
@@ -53,11 +59,7 @@ def test_torch_checkpoint_loads_into_sn(layer, torch_sn):
 def test_torch_checkpoint_loads_into_the_other_kinds(kind, layer, torch_sn):
     "The raw weight loads; torch's vectors become BSN's pair for the same reshape, the rest is warmed up on that weight."
     make, shape = LAYERS[layer]
-    torch.manual_seed(0)
-    x = torch.randn(shape)
-    ref = make()
-    ref = spectral_norm(ref) if torch_sn == "parametrized" else torch.nn.utils.spectral_norm(ref)
-    trained(ref, x)
+    x, ref = trained_torch_sn(layer, torch_sn)
     ours = apply_norm(make(), kind, **({"input_shape": shape[1:]} if kind == "strict" else {}))
     ours.load_state_dict(ref.state_dict())
     raw = ref.parametrizations.weight.original if torch_sn == "parametrized" else ref.weight_orig
