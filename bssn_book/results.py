@@ -15,12 +15,12 @@ def _root() -> pathlib.Path:
 
 
 def path(name):
-    """The result file or folder `name` shipped with the package, e.g. `path("ch9/results/runs.csv")`: chapter
-    9's grids (`ch9/results`, `ch9/results-r32`, `ch9/results-r32-long`), `feature_extractor/result.json` and
+    """The result file or folder `name` shipped with the package, e.g. `path("evidence/results/runs.csv")`: chapter
+    9's grids (`evidence/results`, `evidence/results-r32`, `evidence/results-r32-long`), `feature_extractor/result.json` and
     `bench/d_step.json`, `bench/train_quick.json`."""
     parts = pathlib.PurePosixPath(str(name)).parts
     if not parts or parts[0] == "/" or ".." in parts:
-        raise ValueError(f"bssn_book.results.path: expected a relative name such as 'ch9/results/runs.csv', "
+        raise ValueError(f"bssn_book.results.path: expected a relative name such as 'evidence/results/runs.csv', "
                          f"got {name!r}")
     p = _root().joinpath(*parts)
     if not p.exists():

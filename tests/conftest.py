@@ -12,9 +12,9 @@ settings.register_profile("ci", deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("true", "1") else "local")
 
 
-def load_ch9_run(name="ch9_run"):
-    "experiments/ch9/run.py as a module (it is a script, not part of the package), for the tests that check it."
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "experiments/ch9/run.py")
+def load_evidence_run(name="evidence_run"):
+    "experiments/evidence/run.py as a module (it is a script, not part of the package), for the tests that check it."
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "experiments/evidence/run.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

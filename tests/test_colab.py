@@ -32,7 +32,7 @@ def _notebook(path: Path, *sources: str) -> Path:
 @needs_base
 def test_the_machinery_fails_on_a_repository_path_and_an_uninstalled_package(tmp_path):
     # a notebook in nbs/ could read this file through "../experiments/..."; alone in Colab it is not there
-    rel = "../experiments/ch9/config.json"
+    rel = "../experiments/evidence/config.json"
     assert (ROOT / "nbs" / rel).is_file()
     reads_repo = _notebook(tmp_path / "reads_repo.ipynb", f"open({rel!r}).read()")
     needs_fidelity = _notebook(tmp_path / "needs_fidelity.ipynb", "import torch_fidelity")

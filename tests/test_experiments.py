@@ -1,4 +1,4 @@
-"experiments/ch9/run.py: its grid expands into the runs `bssn-book sweep` makes, and its timing bookkeeping."
+"experiments/evidence/run.py: its grid expands into the runs `bssn-book sweep` makes, and its timing bookkeeping."
 import json
 import shutil
 import subprocess
@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_ch9_run
+from conftest import load_evidence_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def run_py():
-    return load_ch9_run()
+    return load_evidence_run()
 
 
 def test_grid_names_are_unique_and_match_the_sweep_run_folders(run_py):
@@ -51,7 +51,7 @@ def test_read_timings_takes_the_sweep_logs_and_keeps_the_first_measurement(run_p
 def _run_copy(tmp_path, *args):
     "run.py copied with its configs into tmp_path (its folders are its own directory's): the real results stay untouched."
     for f in ("run.py", "config.json", "config_ring.json"):
-        (tmp_path / f).write_text((ROOT / "experiments/ch9" / f).read_text())
+        (tmp_path / f).write_text((ROOT / "experiments/evidence" / f).read_text())
     return subprocess.run([sys.executable, str(tmp_path / "run.py"), *args], capture_output=True, text=True)
 
 
@@ -128,7 +128,7 @@ def test_what_each_option_collects(tmp_path):
 
 def test_collect_keeps_committed_results_when_the_runs_are_not_there(tmp_path):
     "A fresh clone has the results but not the run folders: --collect-only must not replace them with 'missing' rows."
-    shutil.copytree(ROOT / "experiments/ch9/results-r32-long", tmp_path / "results-r32-long")
+    shutil.copytree(ROOT / "experiments/evidence/results-r32-long", tmp_path / "results-r32-long")
     before = {f.relative_to(tmp_path): f.read_bytes() for f in (tmp_path / "results-r32-long").rglob("*") if f.is_file()}
     import csv
     with open(tmp_path / "results-r32-long" / "runs.csv", newline="") as f:
@@ -148,7 +148,7 @@ def test_code_version_records_commit_and_dirty_files(run_py, tmp_path, monkeypat
     git("init", "-q")
     (tmp_path / "bssn_book").mkdir(); (tmp_path / "bssn_book" / "norms.py").write_text("a = 1\n")
     (tmp_path / "notes.txt").write_text("x\n")
-    here = tmp_path / "experiments" / "ch9"                           # where run.py lies, with its result folders
+    here = tmp_path / "experiments" / "evidence"                           # where run.py lies, with its result folders
     for f in ("results/runs.csv", "results-r32/runs.csv", "run.py"):
         (here / f).parent.mkdir(parents=True, exist_ok=True); (here / f).write_text("0\n")
     git("add", "."); git("commit", "-q", "-m", "first")
@@ -162,7 +162,7 @@ def test_code_version_records_commit_and_dirty_files(run_py, tmp_path, monkeypat
     monkeypatch.setattr(run_py, "HERE", here)
     for f in ("results/runs.csv", "results-r32/runs.csv", "run.py"):
         (here / f).write_text("1\n")
-    assert run_py.code_version(tmp_path)["dirty"] == ["bssn_book/norms.py", "experiments/ch9/run.py", "notes.txt"]
+    assert run_py.code_version(tmp_path)["dirty"] == ["bssn_book/norms.py", "experiments/evidence/run.py", "notes.txt"]
     (tmp_path.parent / "not-a-checkout").mkdir(exist_ok=True)
     none = run_py.code_version(tmp_path.parent / "not-a-checkout")
     assert none["commit"] is None and none["dirty"] is None and "no commit recorded" in none["git"]

@@ -2,7 +2,7 @@
 
 Training is deterministic for a fixed thread count (tested below; it does depend on the count), so a change of the library that alters a training
 trajectory, even at the last float digit, shows up here as a changed FID or loss; the committed results must then be
-regenerated with it (`experiments/ch9/run.py`). The numbers are compared as `collect` stores them (6 significant digits).
+regenerated with it (`experiments/evidence/run.py`). The numbers are compared as `collect` stores them (6 significant digits).
 The result files record the code that made them (meta.json's "code", written by `run.py`'s collect); results without
 that record predate it and are known not to reproduce (issue 14: part of the 16x16 grid was trained by an earlier
 library), so there the retraining test is an expected failure that is not run, until the results are regenerated.
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_ch9_run
+from conftest import load_evidence_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # one SN_w and one BSSN run of the 16x16 grid, and one learnable-gamma run under WGAN-GP (the gradient penalty's path);
@@ -28,7 +28,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED=
 
 
 def _run_py():
-    return load_ch9_run("ch9_run_golden")
+    return load_evidence_run("evidence_run_golden")
 
 
 def _stored(v):
@@ -86,7 +86,7 @@ def retrain_and_compare(name, run_py, out):
 
 @pytest.mark.xfail(not _results_are_recorded(), run=False, strict=True,
                    reason="the committed results record no code version: they predate run.py's provenance record and "
-                          "do not reproduce on today's library (issue 14); regenerate them with experiments/ch9/run.py")
+                          "do not reproduce on today's library (issue 14); regenerate them with experiments/evidence/run.py")
 @pytest.mark.parametrize("name", GOLDEN)
 def test_golden_run_reproduces_the_committed_numbers(name, tmp_path):
     run_py = _run_py()
@@ -94,7 +94,7 @@ def test_golden_run_reproduces_the_committed_numbers(name, tmp_path):
     diffs = retrain_and_compare(name, run_py, tmp_path / "runs")
     meta = json.loads((run_py.RESULTS / "meta.json").read_text())
     assert not diffs, (f"{len(diffs)} numbers differ from the committed results (made by {meta.get('code')}); "
-                       "if the change is meant, regenerate the results with experiments/ch9/run.py:\n"
+                       "if the change is meant, regenerate the results with experiments/evidence/run.py:\n"
                        + "\n".join(diffs[:10]))
 
 

@@ -17,9 +17,9 @@ from bssn_book import results
 ROOT = Path(__file__).resolve().parents[1]
 LINKS = ROOT / "bssn_book" / "assets" / "results"
 # each link and the folder or file of the repository it stands for (where its script writes)
-EXPECTED = {"ch9/results": "experiments/ch9/results", "ch9/results-r32": "experiments/ch9/results-r32",
-            "ch9/results-r32-long": "experiments/ch9/results-r32-long", "ch9/config.json": "experiments/ch9/config.json",
-            "ch9/config_ring.json": "experiments/ch9/config_ring.json",
+EXPECTED = {"evidence/results": "experiments/evidence/results", "evidence/results-r32": "experiments/evidence/results-r32",
+            "evidence/results-r32-long": "experiments/evidence/results-r32-long", "evidence/config.json": "experiments/evidence/config.json",
+            "evidence/config_ring.json": "experiments/evidence/config_ring.json",
             "feature_extractor/result.json": "experiments/feature_extractor/result.json",
             "bench": "benchmarks/results"}
 
@@ -50,17 +50,17 @@ def test_links_point_at_the_one_copy_in_git():
 
 
 def test_every_result_of_the_scripts_is_reachable():
-    "A new results folder written by experiments/ch9/run.py must be linked (and so shipped) too."
-    written = sorted(p.name for p in (ROOT / "experiments" / "ch9").glob("results*") if p.is_dir())
-    linked = sorted(Path(k).name for k in EXPECTED if k.startswith("ch9/results"))
-    assert written == linked, f"experiments/ch9 has {written}; bssn_book/assets/results/ch9 links {linked}"
+    "A new results folder written by experiments/evidence/run.py must be linked (and so shipped) too."
+    written = sorted(p.name for p in (ROOT / "experiments" / "evidence").glob("results*") if p.is_dir())
+    linked = sorted(Path(k).name for k in EXPECTED if k.startswith("evidence/results"))
+    assert written == linked, f"experiments/evidence has {written}; bssn_book/assets/results/evidence links {linked}"
 
 
 def test_path_finds_files_and_names_what_is_wrong():
-    assert results.path("ch9/results/runs.csv").is_file()
+    assert results.path("evidence/results/runs.csv").is_file()
     assert json.loads(results.path("bench/d_step.json").read_text())["rows"]
-    with pytest.raises(FileNotFoundError, match="'ch9/nope.csv'.*ch9/results"):
-        results.path("ch9/nope.csv")
+    with pytest.raises(FileNotFoundError, match="'evidence/nope.csv'.*evidence/results"):
+        results.path("evidence/nope.csv")
     for bad in ("../pyproject.toml", "/etc/passwd", ""):
         with pytest.raises(ValueError, match="relative name"):
             results.path(bad)

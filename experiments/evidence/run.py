@@ -1,9 +1,9 @@
 """Chapter 9's experiments: regenerate every result file with one command.
 
-    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --jobs 2   # everything: train what is missing, collect
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --collect-only           # rebuild results/, results-r32/, results-r32-long/
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/ch9/run.py --long 32 --jobs 2                       # the length check
+    cd <repo> && OMP_NUM_THREADS=1 .venv/bin/python experiments/evidence/run.py --jobs 2   # everything: train what is missing, collect
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/evidence/run.py --collect-only           # rebuild results/, results-r32/, results-r32-long/
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/evidence/run.py --resolution 16 --only sn-c1,bssn-c1.2   # some of one grid
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/evidence/run.py --long 32 --jobs 2                       # the length check
 
 Two grids, 5 seeds per configuration: on 16x16 digits every configuration of GRID (runs in `runs/`, results in
 `results/`), on 32x32 digits those of the official setting (a) (`runs-r32/`, `results-r32/`); the 15 ring runs have
