@@ -21,7 +21,7 @@ help:
 	@echo "make test    sync and clean checks, chapters through nbdev-test, book, pytest incl. browser test"
 	@echo "make bench   benchmarks (benchmarks/README.md)"
 	@echo "make colab-test  every chapter alone in a Colab-like environment (part of make test)"
-	@echo "make export  notebooks -> bssn_book/ (nbdev-export), then clean the notebooks"
+	@echo "make export  notebooks -> bssn_book/ (nbdev-export), then clean the notebooks and fold titled cells in Colab"
 
 # The environment: pinned versions from requirements.txt, the package editable.
 # nbdev-export rewrites pyproject.toml with the same content (a new mtime only): the environment depends
@@ -53,6 +53,7 @@ browser-deps:
 export: env
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python tools/reading_layer.py
 
 check-sync: env
 	bash tools/check_sync.sh
@@ -78,6 +79,7 @@ test: env browser-deps
 	@start=$$(date +%s); \
 	bash tools/check_sync.sh && \
 	$(BIN)/python tools/install_cell.py --check && \
+	$(BIN)/python tools/reading_layer.py --check && \
 	$(MAKE) --no-print-directory book && \
 	$(BIN)/python tools/colab_test.py --base-only && \
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider && \

@@ -194,6 +194,14 @@ return figs.map((fig) => {
 """
 
 
+# Code cells a reader sees (not folded) whose lines are wider than the page: a horizontal scrollbar.
+CODE_OVERFLOW = """
+return Array.from(document.querySelectorAll("div.cell_input pre"))
+  .filter((p) => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
+  .map((p) => ({first: p.textContent.split("\\n")[0].slice(0, 60), over: p.scrollWidth - p.clientWidth}));
+"""
+
+
 @pytest.mark.parametrize("page", PAGES or ["(book not built)"])
 def test_page_in_browser(driver, site, page):
     if not PAGES:
@@ -241,6 +249,11 @@ def test_page_in_browser(driver, site, page):
         if k < len(initial) and driver.execute_script(
                 "return document.querySelectorAll('[data-bssn-interactive] img')[arguments[0]].src", k) != initial[k]:
             problems.append(f"figure {fig['id']}: all controls at their defaults do not show the first image")
+
+    overflow = driver.execute_script(CODE_OVERFLOW)
+    if overflow:
+        problems.append(f"{len(overflow)} code cells scroll sideways (lines wider than the page), e.g. "
+                        f"{overflow[:3]}")
 
     remote = driver.execute_script(RESOURCES)
     if remote:

@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     if not icon.exists() or icon.read_text() != FAVICON:
         icon.write_text(FAVICON)
         n += 1
+    n += copy_file(Path(__file__).resolve().parent / "book.css", dest / "bssn.css")   # the book's own style
     ext = args.src / EXT_DIR / "book_assets.py"
     ext.parent.mkdir(parents=True, exist_ok=True)
     n += copy_file(Path(__file__).resolve(), ext)

@@ -60,6 +60,7 @@ def page_metrics(path: Path) -> dict:
         asserts += sum(1 for l in lines if ASSERT.match(l))
         long += sum(1 for l in lines if len(l) > MAX_COLUMNS)
         longest = max([longest] + [len(l) for l in lines])
+    install_collapsed = bool(cells) and _hidden(cells[0])
     figures = len(article.select("div.cell_output img")) + len(
         [i for i in article.select("img") if i.find_parent("div", class_="cell") is None])
     for cell in cells:
@@ -67,10 +68,9 @@ def page_metrics(path: Path) -> dict:
     for junk in article.select("script, style, .headerlink, nav"):
         junk.decompose()
     words = len(article.get_text(" ").split())
-    first = soup.select_one("article div.cell")
     return {"page": path.stem, "code": code, "asserts": asserts, "long": long, "longest": longest,
             "checks": checks, "words": words, "figures": figures, "diagrams": diagrams,
-            "install_collapsed": bool(first is not None and _hidden(first))}
+            "install_collapsed": install_collapsed}
 
 
 def book_metrics(html: Path) -> list[dict]:

@@ -9,7 +9,8 @@ the result files (`experiments/`, `benchmarks/results/`, which the package ships
 executed copy's metadata. The chapters read those files through `bssn_book.results.path`, never
 through a path into the repository: the run folder has no `experiments/` beside it, so a chapter
 that tries fails here as it would in Colab. nbdev's cell directives are then turned into the
-cell tags Jupyter Book understands (`#| hide` -> `remove-cell`, ...).
+cell tags Jupyter Book understands (`#| hide` -> `remove-cell`, ...), and a cell whose first line is a
+Colab form title (`#@title Check: ...`) is folded behind a toggle that shows the title (the checking layer).
 
     python tools/execute_nbs.py [--force] [NOTEBOOK ...]
 """
@@ -32,6 +33,9 @@ SRC = ROOT / "_build" / "src"
 BOOK_FILES = ["_toc.yml", "_config.yml", "index.md", "references.md", "references.bib"]
 KEY = "bssn_exec_key"
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
+# A Colab form title (`#@title Check: ...`) folds a cell in Colab; the book folds it too, behind a toggle
+# that carries the same title (tools/reading_layer.py states the rule and checks it).
+TITLE = re.compile(r"^\s*#\s*@title\s+(.*?)\s*$")
 
 
 def _digest(paths) -> str:
@@ -87,6 +91,12 @@ def to_book_cell(cell: dict) -> dict:
             continue
         head = False  # directives only count at the top of a cell
         kept.append(line)
+    title = TITLE.match(kept[0]) if kept else None
+    if title:
+        kept = kept[1:]
+        tags.add("hide-input")
+        prompt = title.group(1)
+        cell.setdefault("metadata", {})["mystnb"] = {"code_prompt_show": prompt, "code_prompt_hide": prompt}
     cell["source"] = "\n".join(kept)
     if tags:
         cell.setdefault("metadata", {})["tags"] = sorted(tags)

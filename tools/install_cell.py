@@ -50,24 +50,32 @@ def repository_url() -> str:
     return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
 
 
+TITLE = "#@title Setup: install bssn-book if it is missing (Colab, a fresh machine)"
+
+
 def cell_text(extras: list[str]) -> str:
-    """The install cell (without directives) for a chapter needing `extras`."""
+    """The install cell (without directives) for a chapter needing `extras`. Its first line is a Colab form
+    title: the cell folds in Colab and in the book (tools/reading_layer.py), and stays the first code cell."""
     unknown = sorted(set(extras) - set(EXTRA_MODULES))
     if unknown:
         raise ValueError(f"install_cell: unknown extras {unknown}; known: {sorted(EXTRA_MODULES)}")
     req = "bssn-book" + (f"[{','.join(extras)}]" if extras else "")
     mods = ["bssn_book"] + [m for e in extras for m in EXTRA_MODULES[e]]
-    return (f"{MARK} install the package with this chapter's extras (tools/install_cell.py), then report\n"
-            "# the device. The rest (matplotlib, pandas, scipy, ipywidgets) is what Colab and Binder preinstall.\n"
-            f"# ${ENV_VAR}, when set, replaces the package source (the tests use a wheel).\n"
+    return (f"{TITLE}\n"
+            f"{MARK} install the package with this chapter's extras\n"
+            "# (tools/install_cell.py), then report the device. The rest (matplotlib, pandas, scipy,\n"
+            "# ipywidgets) is what Colab and Binder preinstall. $BSSN_BOOK_PIP, when set, replaces\n"
+            "# the package source (the tests use a wheel).\n"
             "import os\n"
             "try:\n"
             f"    import {', '.join(mods)}\n"
             "except ImportError:\n"
-            f"    source = os.environ.get(\"{ENV_VAR}\", \"git+{repository_url()}\")\n"
+            f"    repository = \"git+{repository_url()}\"\n"
+            f"    source = os.environ.get(\"{ENV_VAR}\", repository)\n"
             f"    %pip install -q \"{req} @ {{source}}\"\n"
             "import torch\n"
-            'print("torch", torch.__version__, "| device:", "cuda" if torch.cuda.is_available() else "cpu")')
+            'device = "cuda" if torch.cuda.is_available() else "cpu"\n'
+            'print("torch", torch.__version__, "| device:", device)')
 
 
 def _src(cell) -> str:
@@ -85,6 +93,8 @@ def _split(src: str) -> tuple[list[str], str]:
 
 def is_install_cell(src: str) -> bool:
     body = _split(src)[1]
+    if body.startswith("#@title"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
     return body.startswith(MARK) or body.startswith("# Colab / fresh machine:")  # today's text, or the old one
 
 
@@ -111,7 +121,7 @@ def differing(paths=None) -> list[str]:
     for p in paths or sorted(NBS.glob("*.ipynb")):
         nb = json.loads(p.read_text())
         i, want, insert = expected(p, nb)
-        if insert or _src(nb["cells"][i]) != want:
+        if insert or _src(nb["cells"][i]) != want or nb["cells"][i].get("metadata", {}).get("cellView") != "form":
             bad.append(p.name)
     return bad
 
@@ -125,11 +135,13 @@ def write(paths=None) -> list[str]:
         i, want, insert = expected(p, nb)
         if insert:
             cell_id = hashlib.sha256(f"{p.stem} install cell".encode()).hexdigest()[:8]
-            nb["cells"].insert(i, {"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {},
+            nb["cells"].insert(i, {"cell_type": "code", "execution_count": None, "id": cell_id,
+                                   "metadata": {"cellView": "form"},
                                    "outputs": [],
                                    "source": want.splitlines(keepends=True)})
-        elif _src(nb["cells"][i]) != want:
+        elif _src(nb["cells"][i]) != want or nb["cells"][i].get("metadata", {}).get("cellView") != "form":
             nb["cells"][i]["source"] = want.splitlines(keepends=True)   # nbdev-clean's layout: a list of lines
+            nb["cells"][i].setdefault("metadata", {})["cellView"] = "form"   # a collapsed form in Colab
         else:
             continue
         # the layout nbdev-clean writes (indent 1, a final newline); nbdev-clean then normalises the rest
