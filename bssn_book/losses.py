@@ -12,42 +12,57 @@ import torch.nn.functional as F
 # %% ../nbs/11b_losses.ipynb #00000006
 LOSS_KINDS = ("hinge", "ns", "wgan", "minimax")
 
+
 def _check_kind(kind, who):
     if kind not in LOSS_KINDS:
-        raise ValueError(f"{who}: kind must be one of {', '.join(map(repr, LOSS_KINDS))}, got {kind!r}")
+        allowed = ", ".join(map(repr, LOSS_KINDS))
+        raise ValueError(f"{who}: kind must be one of {allowed}, got {kind!r}")
+
 
 def d_loss(kind, real_logits, fake_logits):
-    """Discriminator loss (a scalar to minimize) from the logits of real and generated samples.
+    """Discriminator loss (a scalar to minimize) from the logits of real and fake data.
 
-    `kind`: 'hinge' (the paper's), 'ns' and 'minimax' (binary cross-entropy, the same for D), 'wgan'."""
+    `kind`: 'hinge' (the paper's), 'ns' and 'minimax' (binary cross-entropy, the same
+    for D), 'wgan'."""
     _check_kind(kind, "d_loss")
     r, f = real_logits.reshape(-1), fake_logits.reshape(-1)
-    if kind == "hinge": return F.relu(1 - r).mean() + F.relu(1 + f).mean()
-    if kind == "wgan": return f.mean() - r.mean()
+    if kind == "hinge":
+        return F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    if kind == "wgan":
+        return f.mean() - r.mean()
     return F.softplus(-r).mean() + F.softplus(f).mean()
 
-def g_loss(kind, fake_logits):
-    """Generator loss (a scalar to minimize) from the discriminator's logits on generated samples.
 
-    'hinge' and 'wgan': -E[l]; 'ns': E softplus(-l) = -E log sigmoid(l); 'minimax': -E softplus(l) (saturates)."""
+def g_loss(kind, fake_logits):
+    """Generator loss (a scalar to minimize) from D's logits on generated samples.
+
+    'hinge' and 'wgan': -E[l]; 'ns': E softplus(-l) = -E log sigmoid(l);
+    'minimax': -E softplus(l) (saturates)."""
     _check_kind(kind, "g_loss")
     f = fake_logits.reshape(-1)
-    if kind in ("hinge", "wgan"): return -f.mean()
-    if kind == "ns": return F.softplus(-f).mean()
+    if kind in ("hinge", "wgan"):
+        return -f.mean()
+    if kind == "ns":
+        return F.softplus(-f).mean()
     return -F.softplus(f).mean()
 
 # %% ../nbs/11b_losses.ipynb #00000016
 def gradient_penalty(D, real, fake, center=1.0, generator=None):
-    """WGAN-GP penalty E (||grad_x D(x_hat)||_2 - center)^2 at x_hat = eps real + (1 - eps) fake, eps ~ U[0, 1].
+    """WGAN-GP penalty E (||grad_x D(x_hat)||_2 - center)^2 at x_hat = eps real +
+    (1 - eps) fake, eps ~ U[0, 1].
 
-    Differentiable with respect to D's parameters (double backward); unweighted (multiply by lambda yourself).
-    `generator` seeds eps; `real` and `fake` must have the same shape (fake is detached)."""
+    Differentiable with respect to D's parameters (double backward); unweighted
+    (multiply by lambda yourself). `generator` seeds eps; `real` and `fake` must have
+    the same shape (fake is detached)."""
     if real.shape != fake.shape:
-        raise ValueError(f"gradient_penalty: real and fake must have the same shape, got {tuple(real.shape)} "
-                         f"and {tuple(fake.shape)}")
+        raise ValueError(
+            "gradient_penalty: real and fake must have the same shape, got "
+            f"{tuple(real.shape)} and {tuple(fake.shape)}"
+        )
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     if generator is not None:
-        eps = torch.rand(shape, generator=generator, device=generator.device).to(real.device, real.dtype)
+        eps = torch.rand(shape, generator=generator, device=generator.device)
+        eps = eps.to(real.device, real.dtype)
     else:
         eps = torch.rand(shape, device=real.device, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
