@@ -20,32 +20,53 @@ from .spectral import _check_int
 
 # %% ../nbs/11d_metrics.ipynb #5a270444
 class MNISTClassifier(nn.Module):
-    "Small CNN for 1 x 32 x 32 digits in [-1, 1]: `forward` gives logits, `features` the 128-d penultimate layer."
+    """Small CNN for 1 x 32 x 32 digits in [-1, 1]: `forward` gives logits, `features`
+    the 128-d penultimate layer."""
+
     def __init__(self, n_classes=10, n_features=128):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 16
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8 x 8
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4 x 4
-            nn.Flatten(), nn.Linear(64 * 4 * 4, n_features), nn.ReLU())
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16 x 16
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8 x 8
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 4 x 4
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, n_features),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(n_features, n_classes)
 
-    def features(self, x): return self.body(x)
-    def forward(self, x): return self.head(self.body(x))
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
 
 # %% ../nbs/11d_metrics.ipynb #d0970215
 def mnist_weights_path():
     "Path of the shipped classifier weights (`bssn_book/assets/mnist_classifier.pt`)."
-    return pathlib.Path(str(resources.files("bssn_book") / "assets" / "mnist_classifier.pt"))
+    return pathlib.Path(
+        str(resources.files("bssn_book") / "assets" / "mnist_classifier.pt")
+    )
+
 
 def load_mnist_classifier(path=None, map_location="cpu"):
     "The shipped (or given) classifier, in eval mode, loaded with `weights_only=True`."
     path = pathlib.Path(path) if path is not None else mnist_weights_path()
     if not path.is_file():
-        raise FileNotFoundError(f"load_mnist_classifier: no weights file at {path}; "
-                                "regenerate it with `python experiments/feature_extractor/train.py`")
+        raise FileNotFoundError(
+            f"load_mnist_classifier: no weights file at {path}; "
+            "regenerate it with `python experiments/feature_extractor/train.py`"
+        )
     model = MNISTClassifier()
-    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    model.load_state_dict(
+        torch.load(path, map_location=map_location, weights_only=True)
+    )
     return model.eval().requires_grad_(False)
 
 # %% ../nbs/11d_metrics.ipynb #dfbc093b
@@ -53,8 +74,10 @@ try:
     import torch_fidelity
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.generative_model_base import GenerativeModelBase
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-except ImportError:  # the metrics extra is not installed: the classes below stay importable but unusable
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.registry import register_feature_extractor
+except ImportError:
+    # the metrics extra is not installed: the classes below stay importable, unusable
     torch_fidelity = None
     FeatureExtractorBase = GenerativeModelBase = nn.Module
     FEATURE_EXTRACTORS_REGISTRY = {}
@@ -62,226 +85,382 @@ except ImportError:  # the metrics extra is not installed: the classes below sta
 MNIST_EXTRACTOR = "bssn-mnist-cnn"  # name registered with torch-fidelity
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 
+
 def uint8_to_unit(x):
-    "torch-fidelity's uint8 images (B x C x H x W) -> float 1 x 32 x 32 in [-1, 1]; RGB is averaged to grey."
+    """torch-fidelity's uint8 images (B x C x H x W) -> float 1 x 32 x 32 in [-1, 1];
+    RGB is averaged to grey."""
     if not torch.is_tensor(x) or x.dtype != torch.uint8 or x.dim() != 4:
-        raise TypeError(f"uint8_to_unit: expected a uint8 tensor B x C x H x W, got "
-                        f"{type(x).__name__} {getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
+        raise TypeError(
+            f"uint8_to_unit: expected a uint8 tensor B x C x H x W, got "
+            f"{type(x).__name__} {getattr(x, 'dtype', '')} "
+            f"{tuple(getattr(x, 'shape', ()))}"
+        )
     x = x.float() / 127.5 - 1.0
-    if x.shape[1] != 1: x = x.mean(1, keepdim=True)
-    if x.shape[-2:] != (32, 32): x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    if x.shape[1] != 1:
+        x = x.mean(1, keepdim=True)
+    if x.shape[-2:] != (32, 32):
+        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     return x
 
+
 class MNISTFeatureExtractor(FeatureExtractorBase):
-    "torch-fidelity feature extractor from the shipped MNIST classifier: features `'features'` (128-d) and `'logits'` (10)."
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+    """torch-fidelity feature extractor from the shipped MNIST classifier: features
+    `'features'` (128-d) and `'logits'` (10)."""
+
+    def __init__(
+        self, name, features_list, feature_extractor_weights_path=None, **kwargs
+    ):
         super().__init__(name, features_list)
         self.net = load_mnist_classifier(feature_extractor_weights_path)
 
     @staticmethod
-    def get_provided_features_list(): return ("features", "logits")
+    def get_provided_features_list():
+        return ("features", "logits")
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
+        return {
+            "isc": "logits",
+            "fid": "features",
+            "kid": "features",
+            "prc": "features",
+        }[metric]
 
     @staticmethod
-    def can_be_compiled(): return False
+    def can_be_compiled():
+        return False
 
     @staticmethod
-    def get_dummy_input_for_compile(): return torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
 
     def forward(self, x):
         h = self.net.features(uint8_to_unit(x).to(next(self.net.parameters()).device))
         out = {"features": h, "logits": self.net.head(h)}
         return tuple(out[k] for k in self.features_list)
 
+
 if torch_fidelity is not None:
-    # The latest definition wins: the module reloaded, or this chapter run in a process that imported the
-    # package's module first, registers its own class (torch-fidelity refuses a name registered twice).
+    # The latest definition wins: the module reloaded, or this chapter run in a process
+    # that imported the package's module first, registers its own class
+    # (torch-fidelity refuses a name registered twice).
     FEATURE_EXTRACTORS_REGISTRY.pop(MNIST_EXTRACTOR, None)
     register_feature_extractor(MNIST_EXTRACTOR, MNISTFeatureExtractor)
 
 # %% ../nbs/11d_metrics.ipynb #c36a7488
 def to_uint8(x):
-    "Images in [-1, 1] (float) -> uint8 in 0..255 (clipped, rounded); uint8 input is returned unchanged."
-    if x.dtype == torch.uint8: return x
+    """Images in [-1, 1] (float) -> uint8 in 0..255 (clipped, rounded); uint8 input is
+    returned unchanged."""
+    if x.dtype == torch.uint8:
+        return x
     if not x.is_floating_point():
-        raise TypeError(f"to_uint8: expected float images in [-1, 1] or uint8, got dtype {x.dtype}")
+        raise TypeError(
+            f"to_uint8: expected float images in [-1, 1] or uint8, got dtype {x.dtype}"
+        )
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
+
 class TensorImages(torch.utils.data.Dataset):
-    "A fixed set of images (N x C x H x W, float in [-1, 1] or uint8) as a torch-fidelity input dataset."
+    """A fixed set of images (N x C x H x W, float in [-1, 1] or uint8) as a
+    torch-fidelity input dataset."""
+
     def __init__(self, images):
         if not torch.is_tensor(images) or images.dim() != 4:
-            raise ValueError(f"TensorImages: expected a tensor N x C x H x W, got {type(images).__name__} "
-                             f"of shape {tuple(getattr(images, 'shape', ()))}")
+            raise ValueError(
+                "TensorImages: expected a tensor N x C x H x W, got "
+                f"{type(images).__name__} of shape "
+                f"{tuple(getattr(images, 'shape', ()))}"
+            )
         self.images = to_uint8(images.detach().cpu())
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
 
 class GeneratorImages(GenerativeModelBase):
-    """Wraps a generator `G(z)` with output in [-1, 1] as a torch-fidelity generative model producing uint8 images.
-    `z_dim`: an int (z is B x z_dim) or the shape of one z (DCGAN's G takes B x 100 x 1 x 1: `z_dim=(100, 1, 1)`)."""
+    """Wraps a generator `G(z)` with output in [-1, 1] as a torch-fidelity generative
+    model producing uint8 images. `z_dim`: an int (z is B x z_dim) or the shape of one
+    z (DCGAN's G takes B x 100 x 1 x 1: `z_dim=(100, 1, 1)`)."""
+
     def __init__(self, generator, z_dim):
         super().__init__()
         self._z_shape = _z_shape(z_dim)
         self.generator, self._z_dim = generator, math.prod(self._z_shape)
+
     @property
-    def z_size(self): return self._z_dim
+    def z_size(self):
+        return self._z_dim
+
     @property
-    def z_type(self): return "normal"
+    def z_type(self):
+        return "normal"
+
     @property
-    def num_classes(self): return 0
+    def num_classes(self):
+        return 0
+
     def forward(self, z):
         p = next(self.generator.parameters(), None)
-        if p is not None: z = z.to(device=p.device, dtype=p.dtype)
+        if p is not None:
+            z = z.to(device=p.device, dtype=p.dtype)
         z = z.reshape(len(z), *self._z_shape)
         try:
             x = self.generator(z)
         except torch.OutOfMemoryError:
-            raise   # not a wrong z: the caller should see torch's own error, to lower batch_size
+            # not a wrong z: the caller should see torch's own error (lower batch_size)
+            raise
         except (RuntimeError, ValueError, TypeError) as e:
-            raise ValueError(f"compute_metrics: the generator failed on z of shape {tuple(z.shape)} (z_dim="
-                             f"{self._z_shape if len(self._z_shape) > 1 else self._z_dim}): {type(e).__name__}: {e}. "
-                             "Pass z_dim as the shape of one z, e.g. z_dim=(100, 1, 1), or a sampling function") from e
+            z_dim = self._z_shape if len(self._z_shape) > 1 else self._z_dim
+            raise ValueError(
+                "compute_metrics: the generator failed on z of shape "
+                f"{tuple(z.shape)} (z_dim={z_dim}): {type(e).__name__}: {e}. "
+                "Pass z_dim as the shape of one z, e.g. z_dim=(100, 1, 1), "
+                "or a sampling function"
+            ) from e
         return to_uint8(_check_images(x, "the generator's output"))
+
 
 def _z_shape(z_dim):
     "z_dim as a tuple of positive ints (an int, or the shape of one z)."
     dims = (z_dim,) if isinstance(z_dim, numbers.Integral) else z_dim
-    if (not isinstance(dims, (tuple, list, torch.Size)) or not dims or any(
-            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims)):
-        raise ValueError(f"compute_metrics: z_dim must be a positive int or the shape of one z (a tuple of positive "
-                         f"ints, e.g. (100, 1, 1)), got {z_dim!r}")
+    if (
+        not isinstance(dims, (tuple, list, torch.Size))
+        or not dims
+        or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
+            for d in dims
+        )
+    ):
+        raise ValueError(
+            "compute_metrics: z_dim must be a positive int or the shape of one z "
+            f"(a tuple of positive ints, e.g. (100, 1, 1)), got {z_dim!r}"
+        )
     return tuple(int(d) for d in dims)
+
 
 def _check_images(x, what):
     if not torch.is_tensor(x) or x.dim() != 4:
-        raise ValueError(f"compute_metrics: {what} must be images N x C x H x W, got "
-                         f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"compute_metrics: {what} must be images N x C x H x W, got "
+            f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}"
+        )
     return x
 
 # %% ../nbs/11d_metrics.ipynb #77d8a99c
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
+
 def inception_weights_path():
-    "Where torch-fidelity caches the Inception weights (torch hub checkpoints folder); may not exist."
+    """Where torch-fidelity caches the Inception weights (torch hub checkpoints folder);
+    may not exist."""
     return pathlib.Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
 
+
 def _resolve_extractor(extractor, weights_path, download):
-    "torch-fidelity options for `extractor` ('mnist' or 'inception-v3-compat'); checks the Inception weights."
+    """torch-fidelity options for `extractor` ('mnist' or 'inception-v3-compat'); checks
+    the Inception weights."""
     if extractor in ("mnist", MNIST_EXTRACTOR):
-        return MNIST_EXTRACTOR, {"feature_extractor_weights_path": None if weights_path is None else str(weights_path)}
+        return MNIST_EXTRACTOR, {
+            "feature_extractor_weights_path": None
+            if weights_path is None
+            else str(weights_path)
+        }
     if extractor == INCEPTION_EXTRACTOR:
-        path = pathlib.Path(weights_path) if weights_path is not None else inception_weights_path()
+        path = (
+            pathlib.Path(weights_path)
+            if weights_path is not None
+            else inception_weights_path()
+        )
         if not path.is_file():
             if weights_path is not None or not download:
                 raise FileNotFoundError(
-                    f"compute_metrics(extractor='{INCEPTION_EXTRACTOR}'): the Inception weights are not available "
-                    f"locally (looked for {path}). Download them once with network access (pass download=True, "
-                    f"or run torch-fidelity once), or place the file there, or use extractor='mnist' (offline).")
+                    f"compute_metrics(extractor='{INCEPTION_EXTRACTOR}'): the "
+                    "Inception weights are not available locally (looked for "
+                    f"{path}). Download them once with network access (pass "
+                    "download=True, or run torch-fidelity once), or place the file "
+                    "there, or use extractor='mnist' (offline)."
+                )
             return INCEPTION_EXTRACTOR, {}
         return INCEPTION_EXTRACTOR, {"feature_extractor_weights_path": str(path)}
-    raise ValueError(f"compute_metrics: extractor must be 'mnist' or '{INCEPTION_EXTRACTOR}', got {extractor!r}")
+    raise ValueError(
+        f"compute_metrics: extractor must be 'mnist' or '{INCEPTION_EXTRACTOR}', "
+        f"got {extractor!r}"
+    )
 
 # %% ../nbs/11d_metrics.ipynb #5847c313
-_KEYS = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
-         "kernel_inception_distance_std": "kid_std", "inception_score_mean": "is", "inception_score_std": "is_std",
-         "precision": "precision", "recall": "recall", "f_score": "f_score"}
+_KEYS = {
+    "frechet_inception_distance": "fid",
+    "kernel_inception_distance_mean": "kid",
+    "kernel_inception_distance_std": "kid_std",
+    "inception_score_mean": "is",
+    "inception_score_std": "is_std",
+    "precision": "precision",
+    "recall": "recall",
+    "f_score": "f_score",
+}
 
-def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_samples=None, z_dim=None,
-                    batch_size=64, fid=True, kid=True, isc=True, prc=False, device=None, seed=0,
-                    kid_subsets=100, kid_subset_size=None, weights_path=None, download=False, verbose=False,
-                    generator_mode="eval"):
-    """FID/KID/IS/precision-recall of generated images against `real` through `torch_fidelity.calculate_metrics`.
 
-    - `generator_or_samples`: a generator module `G(z)` (z ~ N(0, I) of shape B x `z_dim`, where `z_dim` is an int
-      or the shape of one z, e.g. `(100, 1, 1)` for DCGAN's G; output in [-1, 1]), a sampling function
-      `sample(n)` returning n images (called with `batch_size` at most, under `torch.random.fork_rng` seeded
+def compute_metrics(
+    generator_or_samples,
+    real,
+    *,
+    extractor="mnist",
+    num_samples=None,
+    z_dim=None,
+    batch_size=64,
+    fid=True,
+    kid=True,
+    isc=True,
+    prc=False,
+    device=None,
+    seed=0,
+    kid_subsets=100,
+    kid_subset_size=None,
+    weights_path=None,
+    download=False,
+    verbose=False,
+    generator_mode="eval",
+):
+    """FID/KID/IS/precision-recall of generated images against `real` through
+    `torch_fidelity.calculate_metrics`.
+
+    - `generator_or_samples`: a generator module `G(z)` (z ~ N(0, I) of shape
+      B x `z_dim`, where `z_dim` is an int or the shape of one z, e.g. `(100, 1, 1)`
+      for DCGAN's G; output in [-1, 1]), a sampling function `sample(n)` returning n
+      images (called with `batch_size` at most, under `torch.random.fork_rng` seeded
       with `seed`), or a tensor of samples N x C x H x W (float in [-1, 1] or uint8).
-    - `generator_mode`: the mode G is evaluated in, "eval" (the default: BatchNorm's running statistics, as a
-      trained G is used) or "train" (the batch's statistics), or None (as found). Every submodule's mode is restored
-      afterwards, as it was found, and so is every buffer of G (BatchNorm's running statistics, the power-iteration
-      vectors of a normalized layer), which sampling in training mode updates: G's state_dict is unchanged.
+    - `generator_mode`: the mode G is evaluated in, "eval" (the default: BatchNorm's
+      running statistics, as a trained G is used) or "train" (the batch's statistics),
+      or None (as found). Every submodule's mode is restored afterwards, as it was
+      found, and so is every buffer of G (BatchNorm's running statistics, the
+      power-iteration vectors of a normalized layer), which sampling in training mode
+      updates: G's state_dict is unchanged.
     - `real`: tensor N x C x H x W of real images (float in [-1, 1] or uint8).
-    - `extractor`: `'mnist'` (the shipped offline classifier) or `'inception-v3-compat'` (the standard Inception,
-      only if its weights are cached locally, or `download=True`, or `weights_path` given).
-    - `num_samples`: how many images to draw from a generator (default: as many as `real`); for a tensor of
-      samples all are used.
-    - `device`: where the extractor runs (`None`: the generator's device, else CUDA when available);
-      torch-fidelity runs on CUDA or on the CPU.
+    - `extractor`: `'mnist'` (the shipped offline classifier) or
+      `'inception-v3-compat'` (the standard Inception, only if its weights are cached
+      locally, or `download=True`, or `weights_path` given).
+    - `num_samples`: how many images to draw from a generator (default: as many as
+      `real`); for a tensor of samples all are used.
+    - `device`: where the extractor runs (`None`: the generator's device, else CUDA
+      when available); torch-fidelity runs on CUDA or on the CPU.
     - `seed`: seeds the generator's noise, KID's subsets and IS's shuffling.
-    - `kid_subsets`, `kid_subset_size`: KID is averaged over `kid_subsets` random subsets of `kid_subset_size`
-      images of each set (default: min(1000, n_gen, n_real)), and `kid_std` is its spread over those subsets. With
-      the default and two sets of the same size, at most 1,000, every subset is the whole set, so `kid_std` is 0 up
-      to round-off: pass a smaller `kid_subset_size` for a spread from subsets, or compare seeds.
+    - `kid_subsets`, `kid_subset_size`: KID is averaged over `kid_subsets` random
+      subsets of `kid_subset_size` images of each set (default:
+      min(1000, n_gen, n_real)), and `kid_std` is its spread over those subsets. With
+      the default and two sets of the same size, at most 1,000, every subset is the
+      whole set, so `kid_std` is 0 up to round-off: pass a smaller `kid_subset_size`
+      for a spread from subsets, or compare seeds.
 
-    Returns a dict with `fid`, `kid`, `kid_std`, `is`, `is_std`, `precision`, `recall`, `f_score` (those asked for),
-    `extractor` (the torch-fidelity name used), `num_generated` and `num_real`.
+    Returns a dict with `fid`, `kid`, `kid_std`, `is`, `is_std`, `precision`,
+    `recall`, `f_score` (those asked for), `extractor` (the torch-fidelity name used),
+    `num_generated` and `num_real`.
     """
     if torch_fidelity is None:
-        raise ImportError("compute_metrics needs torch-fidelity: pip install 'bssn-book[metrics]'")
+        raise ImportError(
+            "compute_metrics needs torch-fidelity: pip install 'bssn-book[metrics]'"
+        )
     if not (fid or kid or isc or prc):
         raise ValueError("compute_metrics: ask for at least one of fid, kid, isc, prc")
     name, fe_kwargs = _resolve_extractor(extractor, weights_path, download)
     if generator_mode not in ("eval", "train", None):
-        raise ValueError(f"compute_metrics: generator_mode must be 'eval', 'train' or None, got {generator_mode!r}")
+        raise ValueError(
+            "compute_metrics: generator_mode must be 'eval', 'train' or None, "
+            f"got {generator_mode!r}"
+        )
     real_ds = TensorImages(real) if (fid or kid or prc) else None
     modes = None
+    n_default = len(real_ds) if real_ds is not None else 1000
     if isinstance(generator_or_samples, nn.Module):
         if z_dim is None:
-            raise ValueError("compute_metrics: z_dim is required when a generator module is given (an int, or the "
-                             "shape of one z such as (100, 1, 1))")
-        n_gen = int(num_samples) if num_samples is not None else (len(real_ds) if real_ds is not None else 1000)
+            raise ValueError(
+                "compute_metrics: z_dim is required when a generator module is given "
+                "(an int, or the shape of one z such as (100, 1, 1))"
+            )
+        n_gen = int(num_samples) if num_samples is not None else n_default
         input1 = GeneratorImages(generator_or_samples, z_dim)
         if device is None:
             p = next(generator_or_samples.parameters(), None)
-            device = p.device if p is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        modes = [(m, m.training) for m in generator_or_samples.modules()]   # restored in `finally`, each one
-        buffers = {k: b.clone() for k, b in generator_or_samples.named_buffers()}   # and these, copied back
+            cuda_or_cpu = "cuda" if torch.cuda.is_available() else "cpu"
+            device = p.device if p is not None else cuda_or_cpu
+        # restored in `finally`, each one, and the buffers copied back
+        modes = [(m, m.training) for m in generator_or_samples.modules()]
+        buffers = {k: b.clone() for k, b in generator_or_samples.named_buffers()}
     elif callable(generator_or_samples) and not torch.is_tensor(generator_or_samples):
-        n_gen = int(num_samples) if num_samples is not None else (len(real_ds) if real_ds is not None else 1000)
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.no_grad():   # CUDA's RNG too
+        n_gen = int(num_samples) if num_samples is not None else n_default
+        devices = range(torch.cuda.device_count())  # CUDA's RNG too
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             parts, left = [], n_gen
             while left > 0:
-                x = _check_images(generator_or_samples(min(batch_size, left)), "sample(n)'s output")
+                x = generator_or_samples(min(batch_size, left))
+                x = _check_images(x, "sample(n)'s output")
                 parts.append(to_uint8(x.detach().cpu()))
                 left -= len(x)
                 if len(x) == 0:
                     raise ValueError("compute_metrics: sample(n) returned no images")
         input1 = TensorImages(torch.cat(parts)[:n_gen])
-        if device is None: device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     elif torch.is_tensor(generator_or_samples):
         input1 = TensorImages(generator_or_samples)
         n_gen = len(input1)
-        if device is None: device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
-        raise TypeError(f"compute_metrics: generator_or_samples must be an nn.Module, a sampling function or a "
-                        f"tensor, got {type(generator_or_samples).__name__}")
+        raise TypeError(
+            "compute_metrics: generator_or_samples must be an nn.Module, a sampling "
+            f"function or a tensor, got {type(generator_or_samples).__name__}"
+        )
     n_real = len(real_ds) if real_ds is not None else 0
     if (fid or kid or prc) and min(n_gen, n_real) < 4:
-        raise ValueError(f"compute_metrics: need at least 4 generated and 4 real images, got {n_gen} and {n_real}")
-    if kid_subset_size is not None and (isinstance(kid_subset_size, bool)
-                                        or not isinstance(kid_subset_size, numbers.Integral)
-                                        or kid and not 2 <= kid_subset_size <= min(n_gen, n_real)):
-        raise ValueError(f"compute_metrics: kid_subset_size must be an integer from 2 to min(n_gen, n_real) = "
-                         f"{min(n_gen, n_real)}, got {kid_subset_size!r}")
-    if kid:   # 0 subsets gave a NaN KID, 2.5 a torch-fidelity TypeError that did not name the argument
+        raise ValueError(
+            "compute_metrics: need at least 4 generated and 4 real images, "
+            f"got {n_gen} and {n_real}"
+        )
+    if kid_subset_size is not None and (
+        isinstance(kid_subset_size, bool)
+        or not isinstance(kid_subset_size, numbers.Integral)
+        or kid
+        and not 2 <= kid_subset_size <= min(n_gen, n_real)
+    ):
+        raise ValueError(
+            "compute_metrics: kid_subset_size must be an integer from 2 to "
+            f"min(n_gen, n_real) = {min(n_gen, n_real)}, got {kid_subset_size!r}"
+        )
+    # 0 subsets gave a NaN KID, 2.5 a torch-fidelity TypeError that did not name it
+    if kid:
         kid_subsets = _check_int(kid_subsets, "compute_metrics: kid_subsets", 1)
-    if kid_subset_size is None or not kid:   # torch-fidelity reads it only for KID
+    if kid_subset_size is None or not kid:  # torch-fidelity reads it only for KID
         kid_subset_size = min(1000, n_gen, n_real) if kid else 1000
     cuda = torch.device(device).type == "cuda"
-    kwargs = dict(input1=input1, input2=real_ds, fid=fid, kid=kid, isc=isc, prc=prc, feature_extractor=name,
-                  cuda=cuda, batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=verbose,
-                  rng_seed=seed, samples_shuffle=False, kid_subsets=kid_subsets,
-                  kid_subset_size=int(kid_subset_size),
-                  isc_splits=max(1, min(10, n_gen // 2)), **fe_kwargs)
+    kwargs = dict(
+        input1=input1,
+        input2=real_ds,
+        fid=fid,
+        kid=kid,
+        isc=isc,
+        prc=prc,
+        feature_extractor=name,
+        cuda=cuda,
+        batch_size=batch_size,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=verbose,
+        rng_seed=seed,
+        samples_shuffle=False,
+        kid_subsets=kid_subsets,
+        kid_subset_size=int(kid_subset_size),
+        isc_splits=max(1, min(10, n_gen // 2)),
+        **fe_kwargs,
+    )
     if isinstance(input1, GeneratorImages):
         kwargs["input1_model_num_samples"] = n_gen
     try:
-        if modes is not None and generator_mode is not None:   # here, so that every error above leaves G as it was
+        # here, so that every error above leaves G as it was
+        if modes is not None and generator_mode is not None:
             generator_or_samples.train(generator_mode == "train")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -300,25 +479,35 @@ def compute_metrics(generator_or_samples, real, *, extractor="mnist", num_sample
 
 # %% ../nbs/11d_metrics.ipynb #0ca18b22
 def mixture_quality(samples, centers, std, *, min_count=None, n_std=3.0):
-    """Modes covered and share of high-quality samples of 2-D (or d-D) samples from a Gaussian mixture.
+    """Modes covered and share of high-quality samples of 2-D (or d-D) samples from a
+    Gaussian mixture.
 
-    A sample is high quality when its distance to the nearest center is at most `n_std * std`; a mode is
-    covered when at least `min_count` high-quality samples are nearest to it (default: max(1, 1% of samples)).
-    Returns `modes_covered`, `n_modes`, `high_quality` (share in [0, 1]), `counts` (high-quality samples per
-    mode, a list) and `min_count`.
+    A sample is high quality when its distance to the nearest center is at most
+    `n_std * std`; a mode is covered when at least `min_count` high-quality samples are
+    nearest to it (default: max(1, 1% of samples)). Returns `modes_covered`, `n_modes`,
+    `high_quality` (share in [0, 1]), `counts` (high-quality samples per mode, a list)
+    and `min_count`.
     """
     samples, centers = torch.as_tensor(samples), torch.as_tensor(centers)
     if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1]:
-        raise ValueError(f"mixture_quality: samples must be N x d and centers K x d with the same d, "
-                         f"got {tuple(samples.shape)} and {tuple(centers.shape)}")
+        raise ValueError(
+            "mixture_quality: samples must be N x d and centers K x d with the same "
+            f"d, got {tuple(samples.shape)} and {tuple(centers.shape)}"
+        )
     if not std > 0:
         raise ValueError(f"mixture_quality: std must be positive, got {std}")
     if len(samples) == 0:
         raise ValueError("mixture_quality: no samples")
-    if min_count is None: min_count = max(1, math.ceil(0.01 * len(samples)))
+    if min_count is None:
+        min_count = max(1, math.ceil(0.01 * len(samples)))
     dist = torch.cdist(samples.double(), centers.double())
     d_min, nearest = dist.min(dim=1)
     good = d_min <= n_std * std
     counts = torch.bincount(nearest[good], minlength=len(centers))
-    return {"modes_covered": int((counts >= min_count).sum()), "n_modes": len(centers),
-            "high_quality": float(good.double().mean()), "counts": counts.tolist(), "min_count": int(min_count)}
+    return {
+        "modes_covered": int((counts >= min_count).sum()),
+        "n_modes": len(centers),
+        "high_quality": float(good.double().mean()),
+        "counts": counts.tolist(),
+        "min_count": int(min_count),
+    }
