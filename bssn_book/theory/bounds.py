@@ -8,11 +8,13 @@ __all__ = ['LIPSCHITZ_ACTIVATIONS', 'CURVATURE', 'conv_patch_count', 'layer_oper
            'hessian_bound', 'measured_hessian_norms']
 
 # %% ../../nbs/04_exploding.ipynb #5e3fa41d
+#@title Library: gradient_bound and measured_gradients (the full version)
 import math
 import torch
 from torch import nn
 
-from ..spectral import conv_kwargs, conv_operator_matrix, max_patch_overlap, spectral_norm_exact
+from ..spectral import conv_kwargs, conv_operator_matrix
+from ..spectral import max_patch_overlap, spectral_norm_exact
 
 LIPSCHITZ_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity, nn.Flatten)
 
@@ -22,47 +24,65 @@ def _check_sequential(model):
         raise TypeError(f"expected an nn.Sequential, got {type(model).__name__}")
     for name, m in model.named_children():
         if isinstance(m, nn.LeakyReLU) and abs(m.negative_slope) > 1:
-            raise ValueError(f"layer {name}: leaky ReLU slope {m.negative_slope} is not 1-Lipschitz")
-        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":  # sqrt(n) counts patches of a zero-padded input
-            raise ValueError(f"layer {name}: padding_mode={m.padding_mode!r} is not supported by the patch count "
-                             "behind the bounds (zeros only: other modes copy border pixels into more patches)")
+            raise ValueError(
+                f"layer {name}: leaky ReLU slope {m.negative_slope} is not 1-Lipschitz"
+            )
+        # sqrt(n) counts patches of a zero-padded input
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            raise ValueError(
+                f"layer {name}: padding_mode={m.padding_mode!r} is not supported by "
+                "the patch count behind the bounds (zeros only: other modes copy "
+                "border pixels into more patches)"
+            )
         if not isinstance(m, (nn.Linear, nn.Conv2d) + LIPSCHITZ_ACTIVATIONS):
-            raise TypeError(f"layer {name}: {type(m).__name__} is not supported "
-                            "(Linear, Conv2d, ReLU, LeakyReLU, Tanh, Identity, Flatten)")
+            raise TypeError(
+                f"layer {name}: {type(m).__name__} is not supported "
+                "(Linear, Conv2d, ReLU, LeakyReLU, Tanh, Identity, Flatten)"
+            )
 
 
 def conv_patch_count(layer):
-    "n = ceil(kh/s_h) * ceil(kw/s_w) (chapter 2's `max_patch_overlap`): at most this many output positions see one input pixel."
+    """n = ceil(kh/s_h) * ceil(kw/s_w) (chapter 2's `max_patch_overlap`): at most this
+    many output positions see one input pixel."""
     return max_patch_overlap(layer.kernel_size, layer.stride, layer.dilation)
 
 
 def layer_operator_norm(layer, input_shape, conv="exact"):
-    "rho = ||layer's linear map||_2 for its effective weight; `conv='sn_w'` gives the bound sqrt(n)*sigma_w."
+    """rho = ||layer's linear map||_2 for its effective weight; `conv='sn_w'` gives the
+    bound sqrt(n)*sigma_w."""
     w = layer.weight.detach()
     if isinstance(layer, nn.Linear):
         return float(torch.linalg.matrix_norm(w.double(), 2))
     if conv == "sn_w":
-        return math.sqrt(conv_patch_count(layer)) * float(torch.linalg.matrix_norm(w.double().flatten(1), 2))
+        sigma_w = float(torch.linalg.matrix_norm(w.double().flatten(1), 2))
+        return math.sqrt(conv_patch_count(layer)) * sigma_w
     if conv != "exact":
         raise ValueError(f"conv must be 'exact' or 'sn_w', got {conv!r}")
-    return float(spectral_norm_exact(conv_operator_matrix(w.double(), input_shape, **conv_kwargs(layer))))
+    A = conv_operator_matrix(w.double(), input_shape, **conv_kwargs(layer))
+    return float(spectral_norm_exact(A))
 
 
 @torch.no_grad()
 def gradient_bound(model, x, conv="exact"):
-    """Per-layer bounds on ||d mean_i D(x_i) / d W_bar_l||_F (eq-ch4-bound, eq-ch4-conv) for an nn.Sequential D.
-    Returns a list of dicts (name, kind, rho, n, H_in, back, bound, bias_bound), one per Linear/Conv2d."""
+    """Per-layer bounds on ||d mean_i D(x_i) / d W_bar_l||_F (eq-ch4-bound,
+    eq-ch4-conv) for an nn.Sequential D. Returns a list of dicts (name, kind, rho, n,
+    H_in, back, bound, bias_bound), one per Linear/Conv2d."""
     _check_sequential(model)
     h, rows = x.detach(), []
-    H = x.detach().flatten(1).double().norm(dim=1).mean().item()  # H_0, averaged over the batch
+    # H_0, averaged over the batch
+    H = x.detach().flatten(1).double().norm(dim=1).mean().item()
     for name, m in model.named_children():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
+            is_conv = isinstance(m, nn.Conv2d)
             rho = layer_operator_norm(m, tuple(h.shape[1:]), conv=conv)
-            n = conv_patch_count(m) if isinstance(m, nn.Conv2d) else 1
+            n = conv_patch_count(m) if is_conv else 1
             out = m(h)
-            P = math.prod(out.shape[2:]) if isinstance(m, nn.Conv2d) else 1
-            bnorm = 0.0 if m.bias is None else math.sqrt(P) * float(m.bias.double().norm())
-            rows.append(dict(name=name, kind="Conv2d" if isinstance(m, nn.Conv2d) else "Linear", rho=rho, n=n, P=P, H_in=H))
+            P = math.prod(out.shape[2:]) if is_conv else 1
+            bnorm = 0.0
+            if m.bias is not None:
+                bnorm = math.sqrt(P) * float(m.bias.double().norm())
+            kind = "Conv2d" if is_conv else "Linear"
+            rows.append(dict(name=name, kind=kind, rho=rho, n=n, P=P, H_in=H))
             H = rho * H + bnorm
             h = out
         else:
@@ -74,29 +94,38 @@ def gradient_bound(model, x, conv="exact"):
         r["bias_bound"] = math.sqrt(r["P"]) * back
         back *= r["rho"]
     if h.dim() != 2 or h.shape[1] != 1:
-        raise ValueError(f"the model must output one number per input, got shape {tuple(h.shape)}")
+        raise ValueError(
+            f"the model must output one number per input, got shape {tuple(h.shape)}"
+        )
     return rows
 
 
 def measured_gradients(model, x):
-    "||d mean_i D(x_i) / d W_bar_l||_F (effective weight) and bias-gradient norms, per Linear/Conv2d layer."
+    """||d mean_i D(x_i) / d W_bar_l||_F (effective weight) and bias-gradient norms,
+    per Linear/Conv2d layer."""
     _check_sequential(model)
-    layers = [(n, m) for n, m in model.named_children() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    with torch.nn.utils.parametrize.cached():  # the forward pass uses exactly these weight tensors
+    layers = [
+        (n, m)
+        for n, m in model.named_children()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+    # the forward pass uses exactly these weight tensors
+    with torch.nn.utils.parametrize.cached():
         ws = [m.weight for _, m in layers]
         bs = [m.bias for _, m in layers]
         out = model(x).mean()
         grads = torch.autograd.grad(out, ws + [b for b in bs if b is not None])
-    gw, gb = grads[:len(ws)], list(grads[len(ws):])
+    gw, gb = grads[: len(ws)], list(grads[len(ws) :])
     rows = []
     for (name, m), g, b in zip(layers, gw, bs):
-        rows.append(dict(name=name, grad=float(g.double().norm()),
-                         bias_grad=float(gb.pop(0).double().norm()) if b is not None else 0.0))
+        bias_grad = float(gb.pop(0).double().norm()) if b is not None else 0.0
+        rows.append(dict(name=name, grad=float(g.double().norm()), bias_grad=bias_grad))
     return rows
 
 # %% ../../nbs/04_exploding.ipynb #0772f0d1
 def raw_gradient_bound(model, x, conv="exact"):
-    "Bounds on ||d mean D / d W_l||_F for the raw weights (eq-ch4-rawbound): normalized layers get ||W_bar||_F^2/||W||_F."
+    """Bounds on ||d mean D / d W_l||_F for the raw weights (eq-ch4-rawbound):
+    normalized layers get ||W_bar||_F^2/||W||_F."""
     rows = gradient_bound(model, x, conv=conv)
     for r in rows:
         m = model.get_submodule(r["name"])
@@ -110,70 +139,110 @@ def raw_gradient_bound(model, x, conv="exact"):
 
 
 def measured_raw_gradients(model, x):
-    "||d mean_i D(x_i) / d W_l||_F for the raw weights (`parametrizations.weight.original` if parametrized)."
+    """||d mean_i D(x_i) / d W_l||_F for the raw weights
+    (`parametrizations.weight.original` if parametrized)."""
     _check_sequential(model)
-    layers = [(n, m) for n, m in model.named_children() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    raw = [getattr(getattr(m, "parametrizations", None), "weight", None) for _, m in layers]
+    layers = [
+        (n, m)
+        for n, m in model.named_children()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+    raw = [getattr(getattr(m, "parametrizations", None), "weight", None)
+           for _, m in layers]
     raw = [m.weight if p is None else p.original for (_, m), p in zip(layers, raw)]
     grads = torch.autograd.grad(model(x).mean(), raw)
-    return [dict(name=n, grad=float(g.double().norm())) for (n, _), g in zip(layers, grads)]
+    return [
+        dict(name=n, grad=float(g.double().norm())) for (n, _), g in zip(layers, grads)
+    ]
 
 # %% ../../nbs/04_exploding.ipynb #13b57ef0
-CURVATURE = ((nn.Tanh, 4 / (3 * math.sqrt(3))), (nn.ReLU, 0.0), (nn.LeakyReLU, 0.0), (nn.Identity, 0.0),
-             (nn.Flatten, 0.0))
+#@title Library: hessian_bound and measured_hessian_norms (the full version)
+CURVATURE = (
+    (nn.Tanh, 4 / (3 * math.sqrt(3))),
+    (nn.ReLU, 0.0),
+    (nn.LeakyReLU, 0.0),
+    (nn.Identity, 0.0),
+    (nn.Flatten, 0.0),
+)
 
 
 def activation_curvature(m):
-    "beta = sup |a''| of one of the chain's elementwise maps: 4/(3 sqrt 3) for tanh, 0 for the piecewise-linear ones."
+    """beta = sup |a''| of one of the chain's elementwise maps: 4/(3 sqrt 3) for tanh,
+    0 for the piecewise-linear ones."""
     for kind, beta in CURVATURE:
         if isinstance(m, kind):
             return beta
-    raise TypeError(f"{type(m).__name__} has no curvature bound here (Tanh, ReLU, LeakyReLU, Identity, Flatten)")
+    raise TypeError(
+        f"{type(m).__name__} has no curvature bound here "
+        "(Tanh, ReLU, LeakyReLU, Identity, Flatten)"
+    )
 
 
 @torch.no_grad()
 def hessian_bound(model, x, conv="exact"):
-    """Per-layer bounds on the spectral norm of the Hessian of mean_i D(x_i) with respect to one layer's (effective)
-    weight, all other weights fixed (eq-ch4-curv, eq-ch4-hessian): n_l * S_l * mean_i H_{l-1}(x_i)^2.
-    Returns a list of dicts (name, kind, rho, n, beta, S, H2_in, bound), one per Linear/Conv2d."""
+    """Per-layer bounds on the spectral norm of the Hessian of mean_i D(x_i) with
+    respect to one layer's (effective) weight, all other weights fixed (eq-ch4-curv,
+    eq-ch4-hessian): n_l * S_l * mean_i H_{l-1}(x_i)^2. Returns a list of dicts
+    (name, kind, rho, n, beta, S, H2_in, bound), one per Linear/Conv2d."""
     _check_sequential(model)
     h, rows, beta = x.detach(), [], 0.0
-    H = h.flatten(1).double().norm(dim=1)  # H_0 per input: the Hessian of the mean is the mean of the Hessians
+    # H_0 per input: the Hessian of the mean is the mean of the Hessians
+    H = h.flatten(1).double().norm(dim=1)
     for name, m in model.named_children():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            if rows:
-                rows[-1]["beta"] = beta  # the activations between the previous layer and this one
+            is_conv = isinstance(m, nn.Conv2d)
+            if rows:  # the activations between the previous layer and this one
+                rows[-1]["beta"] = beta
             rho = layer_operator_norm(m, tuple(h.shape[1:]), conv=conv)
             out = m(h)
-            P = math.prod(out.shape[2:]) if isinstance(m, nn.Conv2d) else 1
-            bnorm = 0.0 if m.bias is None else math.sqrt(P) * float(m.bias.double().norm())
-            rows.append(dict(name=name, kind="Conv2d" if isinstance(m, nn.Conv2d) else "Linear", rho=rho,
-                             n=conv_patch_count(m) if isinstance(m, nn.Conv2d) else 1, H2_in=float((H ** 2).mean())))
+            P = math.prod(out.shape[2:]) if is_conv else 1
+            bnorm = 0.0
+            if m.bias is not None:
+                bnorm = math.sqrt(P) * float(m.bias.double().norm())
+            rows.append(
+                dict(
+                    name=name,
+                    kind="Conv2d" if is_conv else "Linear",
+                    rho=rho,
+                    n=conv_patch_count(m) if is_conv else 1,
+                    H2_in=float((H**2).mean()),
+                )
+            )
             H, h, beta = rho * H + bnorm, out, 0.0
         else:
-            beta += activation_curvature(m)  # |(a o b)''| <= beta_a + beta_b when |a'|, |b'| <= 1
+            # |(a o b)''| <= beta_a + beta_b when |a'|, |b'| <= 1
+            beta += activation_curvature(m)
             h = m(h)
     if not rows:
-        raise ValueError(f"hessian_bound: the model has no Linear or Conv2d layer to bound: {model}")
+        raise ValueError(
+            f"hessian_bound: the model has no Linear or Conv2d layer to bound: {model}"
+        )
     if h.dim() != 2 or h.shape[1] != 1:
-        raise ValueError(f"the model must output one number per input, got shape {tuple(h.shape)}")
-    rows[-1]["beta"] = beta  # an activation after the last layer (D = a(z_L)) curves D too
+        raise ValueError(
+            f"the model must output one number per input, got shape {tuple(h.shape)}"
+        )
+    # an activation after the last layer (D = a(z_L)) curves D too
+    rows[-1]["beta"] = beta
     S, back = rows[-1]["beta"], 1.0
     rows[-1].update(S=S, bound=rows[-1]["n"] * S * rows[-1]["H2_in"])
     for r, nxt in zip(reversed(rows[:-1]), reversed(rows[1:])):
-        back *= nxt["rho"]                       # prod_{k>l} rho_k
+        back *= nxt["rho"]  # prod_{k>l} rho_k
         S = nxt["rho"] ** 2 * S + r["beta"] * back
         r.update(S=S, bound=r["n"] * S * r["H2_in"])
     return rows
 
 
 def _frozen(m):
-    "A plain double-precision copy of layer `m` whose weight is m's effective (e.g. normalized) weight as it is now."
+    """A plain double-precision copy of layer `m` whose weight is m's effective (e.g.
+    normalized) weight as it is now."""
     if isinstance(m, nn.Linear):
         p = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     else:
-        kw = {k: v for k, v in conv_kwargs(m).items() if k not in ("transposed", "output_padding")}
-        p = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, bias=m.bias is not None, **kw)
+        skip = ("transposed", "output_padding")
+        kw = {k: v for k, v in conv_kwargs(m).items() if k not in skip}
+        p = nn.Conv2d(
+            m.in_channels, m.out_channels, m.kernel_size, bias=m.bias is not None, **kw
+        )
     with torch.no_grad():
         p.weight.copy_(m.weight)
         if m.bias is not None:
@@ -182,22 +251,33 @@ def _frozen(m):
 
 
 def measured_hessian_norms(model, x, max_weights=4096):
-    """Spectral norm of the Hessian of mean_i D(x_i) with respect to each Linear/Conv2d layer's effective weight
-    (the others fixed), from the full Hessian in double precision (`torch.autograd.functional.hessian`).
-    The Hessian is numel x numel, so a layer with more than `max_weights` weights is refused before any work."""
+    """Spectral norm of the Hessian of mean_i D(x_i) with respect to each Linear/Conv2d
+    layer's effective weight (the others fixed), from the full Hessian in double
+    precision (`torch.autograd.functional.hessian`). The Hessian is numel x numel, so a
+    layer with more than `max_weights` weights is refused before any work."""
     _check_sequential(model)
     for name, m in model.named_children():
         if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.numel() > max_weights:
-            raise ValueError(f"measured_hessian_norms: layer {name} ({type(m).__name__}) has {m.weight.numel()} "
-                             f"weights, above max_weights={max_weights} (its Hessian would be "
-                             f"{m.weight.numel()}^2 doubles); pass a smaller model or raise max_weights")
-    plain = nn.Sequential(*[_frozen(m) if isinstance(m, (nn.Linear, nn.Conv2d)) else m for m in model])
+            raise ValueError(
+                f"measured_hessian_norms: layer {name} ({type(m).__name__}) has "
+                f"{m.weight.numel()} weights, above max_weights={max_weights} (its "
+                f"Hessian would be {m.weight.numel()}^2 doubles); pass a smaller "
+                "model or raise max_weights"
+            )
+    plain = nn.Sequential(
+        *[_frozen(m) if isinstance(m, (nn.Linear, nn.Conv2d)) else m for m in model]
+    )
     xd, rows = x.detach().double(), []
     for (name, m), p in zip(model.named_children(), plain):
         if isinstance(p, (nn.Linear, nn.Conv2d)):
-            f = lambda w: torch.func.functional_call(plain, {f"{name}.weight": w}, (xd,)).mean()
-            w0 = p.weight.detach()
-            H = torch.autograd.functional.hessian(f, w0, vectorize=True).reshape(w0.numel(), w0.numel())
-            rows.append(dict(name=name, hessian=float(torch.linalg.eigvalsh((H + H.T) / 2).abs().max())))
-    return rows
 
+            f = lambda w: torch.func.functional_call(
+                plain, {f"{name}.weight": w}, (xd,)
+            ).mean()
+            w0 = p.weight.detach()
+            H = torch.autograd.functional.hessian(f, w0, vectorize=True).reshape(
+                w0.numel(), w0.numel()
+            )
+            top = torch.linalg.eigvalsh((H + H.T) / 2).abs().max()
+            rows.append(dict(name=name, hessian=float(top)))
+    return rows
