@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['NORM_KINDS', 'GAMMA_MODES', 'CONV_LAYERS', 'CONV_TRANSPOSE_LAYERS', 'DENSE_LAYERS', 'SUPPORTED_LAYERS',
-           'WARMUP_ITERATIONS', 'FUSED_BACKWARD_MIN_NUMEL', 'NORM_LAYERS', 'SpectralNormW', 'BidirectionalSpectralNorm',
-           'OperatorNorm', 'GammaScale', 'DenseBidirectionalSpectralNorm', 'apply_norm', 'is_normalized', 'remove_norm',
-           'sigmas']
+           'WARMUP_ITERATIONS', 'OFFICIAL_OPTIONS', 'FUSED_BACKWARD_MIN_NUMEL', 'NORM_LAYERS', 'SpectralNormW',
+           'BidirectionalSpectralNorm', 'OperatorNorm', 'GammaScale', 'DenseBidirectionalSpectralNorm', 'apply_norm',
+           'is_normalized', 'remove_norm', 'sigmas', 'no_vector_updates', 'power_iteration_update']
 
 # %% ../nbs/10_inside.ipynb #c0006
+import contextlib
 import math
 import numbers
 import warnings
@@ -26,6 +27,10 @@ CONV_TRANSPOSE_LAYERS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspos
 DENSE_LAYERS = (nn.Linear, nn.Embedding)   # a matrix (an embedding's rows are its one-hot inputs' images)
 SUPPORTED_LAYERS = DENSE_LAYERS + CONV_LAYERS + CONV_TRANSPOSE_LAYERS
 WARMUP_ITERATIONS = 15   # power iterations run once when a layer is normalized (as torch's spectral_norm)
+# the options for the official code's semantics (fjxmlzn/BSN gan/sn.py) and their defaults:
+# a checkpoint's settings without them (saved before they existed) mean these values
+OFFICIAL_OPTIONS = {"grad_through_power_iteration": False, "warmup": True}
+
 
 # %% ../nbs/10_inside.ipynb #c0007
 def _unit(x, eps):
@@ -39,7 +44,7 @@ def _unit_norm(x, eps):
     return x / n.clamp_min(eps), n
 
 
-def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
+def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv, update=True):
     """sigma of a matrix M from persistent unit vectors u, v: M = `w` (rows x cols, a view of the weight) with the
     default `mv`, or, with `mv=_swapped_mv`, the swapped reshape of a 3-d `w` (below). In both, M^T u = u @ w.
 
@@ -47,7 +52,8 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
     gradient (u held constant); v = t/||t|| (held constant, stored) and sigma = <t, v> = ||t|| = u^T M v.
     Both vectors constant make sigma linear in M, as in torch's spectral_norm and in BSN: d sigma/dM = u v^T, and
     second derivatives (a penalty on D's weight gradients) are torch's too. Eval: sigma = u^T M v with both stored
-    vectors, as torch's (still linear in M; after an optimizer step it is not ||M^T u||)."""
+    vectors, as torch's (still linear in M; after an optimizer step it is not ||M^T u||).
+    `update=False` (`no_vector_updates`): the training step runs, the buffers are not written."""
     if training:
         with torch.no_grad():
             v = _steps(w, u_buf, v_buf, n - 1, eps, mv)[1] if n > 1 else v_buf
@@ -55,7 +61,8 @@ def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv):
         t = torch.matmul(u, w)  # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
         with torch.no_grad():   # transposed one, and adding that to other terms of w's gradient is slow)
             v = _unit(t, eps)
-            torch._foreach_copy_([u_buf, v_buf], [u, v])   # one fused copy of both vectors into their buffers
+            if update:   # one fused copy of both vectors into their buffers
+                torch._foreach_copy_([u_buf, v_buf], [u, v])
     else:   # copies: a later training step updates the buffers in place, and autograd saves them
         t, v = torch.matmul(u_buf.clone(), w), v_buf.clone()
     return torch.vdot(t.view(-1), v.view(-1)) if t.dim() > 1 else torch.vdot(t, v)
@@ -90,6 +97,37 @@ def _steps(w, u, v, n, eps, mv=torch.mv):
         u, v = u.clone(), v.clone()
         sigma = torch.vdot(torch.matmul(u, w).reshape(-1), v.reshape(-1))
     return u, v, sigma
+
+
+def _steps_from_u(w, u, n, eps, mv=torch.mv):
+    """`n` >= 1 power-iteration steps as the official code takes them (fjxmlzn/BSN, gan/sn.py,
+    `spectral_normed_weight`), from the stored u: v = unit(M^T u), u = unit(M v). `w`, `mv` as
+    in `_sigma_rows` (M^T u = u @ w). Every operation is differentiable (no detach: outside
+    no_grad the gradient flows through the steps, as in the official code). Returns u, v and
+    sigma = u^T M v (= ||M v||, the official `sigma`)."""
+    u = u.clone()   # autograd saves it; the buffer it came from is updated in place later
+    for _ in range(n):
+        v = _unit(torch.matmul(u, w), eps)
+        mv_v = mv(w, v)
+        u = _unit(mv_v, eps)
+    return u, v, torch.vdot(u, mv_v)
+
+
+def _first_vectors(m, eps, warmup):
+    """The persistent vectors a layer starts from, for the matrix `m` (no gradient).
+    `warmup` (the default): `_warm_up`'s. Otherwise the official code's start: u drawn from a
+    normal truncated at 2 standard deviations (TF's `truncated_normal_initializer()`, std 1),
+    made unit, with no power-iteration step; v = unit(m^T u), the half-step every access from u
+    begins with (so that eval right after normalizing divides by u^T m v = ||m^T u||, as with
+    the warm-up). The draw uses torch's global generator on the weight's device, in its dtype:
+    seeding before `apply_norm` reproduces it."""
+    if warmup:
+        return _warm_up(m, eps)
+    with torch.no_grad():
+        u = torch.empty(m.shape[0], dtype=m.dtype, device=m.device)
+        u = _unit(nn.init.trunc_normal_(u, 0.0, 1.0, -2.0, 2.0), eps)
+        return u, _unit(torch.matmul(u, m), eps)
+
 
 # %% ../nbs/10_inside.ipynb #c0011
 class _MulScalar(torch.autograd.Function):
@@ -129,8 +167,11 @@ def _same_settings(a, b, matrix=False):
     """Two `settings()` dicts that normalize alike ('sn' with scale 1.2 is 'ssn' with scale 1.2; on a `matrix`, where
     every kind is SN_w, the kind does not matter; "strict"'s input_shape is compared as a tuple, so a checkpoint whose
     settings went through JSON, where it became a list, still loads)."""
+    if not isinstance(a, dict):
+        return False
+    a, b = {**OFFICIAL_OPTIONS, **a}, {**OFFICIAL_OPTIONS, **b}   # saved before the options: defaults
     same = lambda k: tuple(a[k]) == tuple(b[k]) if k == "input_shape" and isinstance(a[k], (list, tuple)) else a[k] == b[k]
-    return (isinstance(a, dict) and a.keys() == b.keys() and a.get("kind") in _FAMILY
+    return (a.keys() == b.keys() and a.get("kind") in _FAMILY
             and (matrix or _FAMILY[a["kind"]] == _FAMILY[b["kind"]]) and all(same(k) for k in a if k != "kind"))
 
 
@@ -154,7 +195,8 @@ def _load_pre_hook(norm, state_dict, prefix, local_metadata, strict, missing_key
 def _settings_error(where, saved, mine):
     "The load error for a parametrization saved under `where` with settings `saved` into one with `mine`."
     return (f"'{where}': the checkpoint's normalization is {saved}, this model's is {mine}; build the model with the "
-            "checkpoint's settings (apply_norm's kind, scale, n_power_iterations, input shape) to load it")
+            "checkpoint's settings (apply_norm's kind, scale, n_power_iterations, input shape, "
+            "grad_through_power_iteration, warmup) to load it")
 
 
 def _model_load_pre_hook(module, state_dict, prefix, *args):
@@ -178,18 +220,25 @@ class _Norm(nn.Module):
     kind = None   # apply_norm's kind; each subclass names its own
     matrix = False   # True where the weight is a matrix (every kind is SN_w there)
 
-    def __init__(self, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12):
+    def __init__(self, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12,
+                 grad_through_power_iteration=False, warmup=True):
         super().__init__()
         self.scale, self.gamma = float(scale), gamma
         self.n_power_iterations = _check_int(n_power_iterations, f"{type(self).__name__}: n_power_iterations", 1)
         self.eps = _check_eps(eps)
+        self.grad_through_power_iteration = bool(grad_through_power_iteration)
+        self.warmup = bool(warmup)
+        self.update_vectors = True   # False under `no_vector_updates`: training accesses write nothing
         self.register_load_state_dict_pre_hook(_load_pre_hook)
 
     def settings(self):
         """What a checkpoint must agree on: kind, scale (None with a learnable gamma: the state_dict holds gamma),
-        n_power_iterations (and "strict"'s input shape). Saved in the state_dict (`_extra_state`), shown in the repr."""
-        return {"kind": self.kind, "scale": None if self.gamma is not None else self.scale,
-                "n_power_iterations": self.n_power_iterations}
+        n_power_iterations (and "strict"'s input shape); the options of `OFFICIAL_OPTIONS` only where they differ
+        from their defaults. Saved in the state_dict (`_extra_state`), shown in the repr."""
+        s = {"kind": self.kind, "scale": None if self.gamma is not None else self.scale,
+             "n_power_iterations": self.n_power_iterations}
+        s.update({k: getattr(self, k) for k, v in OFFICIAL_OPTIONS.items() if getattr(self, k) != v})
+        return s
 
     def extra_repr(self):
         return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
@@ -205,10 +254,21 @@ class _Norm(nn.Module):
         "Rewrite the power-iteration vectors of torch's spectral_norm (`_u`, `_v` under `prefix`) into ours, in place."
 
     def _finish(self, weight, sigma):
-        "W * c / sigma (c = gamma if learnable, else the constant scale)."
+        """W * c / sigma (c = gamma if learnable, else the constant scale); plain autograd with
+        `grad_through_power_iteration`."""
         c = self.gamma if self.gamma is not None else self.scale
         r = sigma.reciprocal() if self.gamma is None and c == 1.0 else c / sigma   # c = 1: one graph node, not two
-        return _scale(weight, r)
+        return weight * r if self.grad_through_power_iteration else _scale(weight, r)
+
+    def _first_vectors(self, m):
+        "The starting u, v for the matrix `m`: warmed up, or the official start (`_first_vectors`)."
+        return _first_vectors(m, self.eps, self.warmup)
+
+    @torch.no_grad()
+    def power_step(self, weight):
+        """Run the power iteration of one training-mode access (`n_power_iterations` steps) on the
+        stored vectors with the raw `weight`, and store them (`power_iteration_update`)."""
+        raise NotImplementedError
 
     def forward(self, weight):
         if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
@@ -252,9 +312,9 @@ class SpectralNormW(_Norm):
         self.dim, self.matrix = dim, weight.dim() == 2
         w = weight.detach()
         if dim == 0:
-            u, v = _warm_up(w.flatten(1), self.eps)
+            u, v = self._first_vectors(w.flatten(1))
         else:
-            u, v = _warm_up(w.transpose(0, 1).flatten(1), self.eps)
+            u, v = self._first_vectors(w.transpose(0, 1).flatten(1))
             v = v.view(w.shape[0], -1)
         self.register_buffer("_u", u.contiguous())
         self.register_buffer("_v", v.contiguous())
@@ -265,9 +325,32 @@ class SpectralNormW(_Norm):
         if isinstance(v, torch.Tensor) and v.shape != self._v.shape and v.numel() == self._v.numel():
             state_dict[prefix + "_v"] = v.reshape(self._v.shape)
 
+    def _matrix(self, weight):
+        "(w, mv): the weight as `_sigma_rows` takes it."
+        if self.dim == 0:
+            return weight.flatten(1), torch.mv
+        return weight.view(*weight.shape[:2], -1), _swapped_mv
+
     def sigma(self, weight):
-        w, mv = (weight.flatten(1), torch.mv) if self.dim == 0 else (weight.view(*weight.shape[:2], -1), _swapped_mv)
-        return _sigma_rows(w, self._u, self._v, self.n_power_iterations, self.eps, self.training, mv)
+        w, mv = self._matrix(weight)
+        n = self.n_power_iterations
+        if self.training and self.grad_through_power_iteration:   # the official code's sigma
+            u, v, sigma = _steps_from_u(w, self._u, n, self.eps, mv)
+            if self.update_vectors:
+                with torch.no_grad():
+                    torch._foreach_copy_([self._u, self._v], [u, v])
+            return sigma
+        return _sigma_rows(w, self._u, self._v, n, self.eps, self.training, mv, self.update_vectors)
+
+    @torch.no_grad()
+    def power_step(self, weight):
+        w, mv = self._matrix(weight)
+        n = self.n_power_iterations
+        if self.grad_through_power_iteration:   # from u: v = unit(M^T u), u = unit(M v)
+            u, v, _ = _steps_from_u(w, self._u, n, self.eps, mv)
+        else:                                   # from v: u = unit(M v), v = unit(M^T u)
+            u, v, _ = _steps(w, self._u, self._v, n, self.eps, mv)
+        torch._foreach_copy_([self._u, self._v], [u, v])
 
 # %% ../nbs/10_inside.ipynb #c0013
 def _rank_two(u0, v0, u1, v1, shape):
@@ -333,8 +416,8 @@ class BidirectionalSpectralNorm(_Norm):
         super().__init__(**kw)
         self.transposed = transposed  # ConvTranspose weights are (c_in, c_out, k): dim 0 is the input side
         w = weight.detach()
-        u0, v0 = _warm_up(w.flatten(1), self.eps)
-        u1, v1 = _warm_up(w.transpose(0, 1).flatten(1), self.eps)
+        u0, v0 = self._first_vectors(w.flatten(1))
+        u1, v1 = self._first_vectors(w.transpose(0, 1).flatten(1))
         self.register_buffer("_u0", u0.contiguous())
         self.register_buffer("_v0", v0.contiguous())
         self.register_buffer("_u1", u1.contiguous())
@@ -367,7 +450,7 @@ class BidirectionalSpectralNorm(_Norm):
         n = self.n_power_iterations if self.training else 0
         u0, v0, s0 = _steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
         u1, v1, s1 = _steps(w3, self._u1, self._v1, n, self.eps, _swapped_mv)
-        if self.training:
+        if self.training and self.update_vectors:
             with torch.no_grad():  # one fused in-place copy of the four vectors into their buffers
                 torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
         return u0, v0, s0, u1, v1, s1
@@ -380,12 +463,39 @@ class BidirectionalSpectralNorm(_Norm):
             G = _rank_two(u0, v0, u1, v1, w3.shape)
         return torch.vdot(w3.reshape(-1), G.view(-1))
 
+    def _official_sum(self, weight):
+        """sigma_0 + sigma_1 as the official code computes them (gan/op.py `conv2d`, sn_mode "BSN":
+        `spectral_normed_weight` of W and of W with its channel dims swapped, `transpose=True`):
+        each from its stored u, with the gradient through the power-iteration steps."""
+        w3, n = weight.flatten(2), self.n_power_iterations
+        u0, v0, s0 = _steps_from_u(w3.flatten(1), self._u0, n, self.eps)
+        u1, v1, s1 = _steps_from_u(w3, self._u1, n, self.eps, _swapped_mv)
+        if self.update_vectors:
+            with torch.no_grad():
+                torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
+        return s0 + s1
+
     def sigma(self, weight):
+        if self.training and self.grad_through_power_iteration:
+            return self._official_sum(weight) / 2
         return self.sigma_sum(weight) / 2
+
+    @torch.no_grad()
+    def power_step(self, weight):
+        w3, n = weight.flatten(2), self.n_power_iterations
+        if self.grad_through_power_iteration:   # each pair from its u, as the official code
+            u0, v0, _ = _steps_from_u(w3.flatten(1), self._u0, n, self.eps)
+            u1, v1, _ = _steps_from_u(w3, self._u1, n, self.eps, _swapped_mv)
+        else:                                   # each pair from its v, as a training access
+            u0, v0, _ = _steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
+            u1, v1, _ = _steps(w3, self._u1, self._v1, n, self.eps, _swapped_mv)
+        torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
 
     def _normalized(self, weight):
         "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
+        if self.training and self.grad_through_power_iteration:   # plain autograd
+            return weight * ((2 * c) / self._official_sum(weight))
         if weight.numel() < FUSED_BACKWARD_MIN_NUMEL:
             return weight * ((2 * c) / self.sigma_sum(weight))
         w3 = weight.flatten(2)
@@ -422,8 +532,12 @@ class OperatorNorm(_Norm):
         except (TypeError, ValueError) as e:
             raise ValueError(f"OperatorNorm: {e}") from None
         self.input_shape, self.output_shape, self.transposed = self._op.in_shape, self._op.out_shape, transposed
-        _, x = conv_operator_norm(weight.detach(), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
-                                  **self.conv_kwargs)
+        if self.warmup:
+            _, x = conv_operator_norm(weight.detach(), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
+                                      **self.conv_kwargs)
+        else:   # as `_first_vectors`: a truncated-normal unit image, no step
+            x = torch.empty(self.input_shape, dtype=weight.dtype, device=weight.device)
+            x = _unit(nn.init.trunc_normal_(x, 0.0, 1.0, -2.0, 2.0), self.eps)
         self.register_buffer("_x", x.unsqueeze(0).contiguous())
 
     def settings(self):
@@ -442,15 +556,25 @@ class OperatorNorm(_Norm):
                                   **self.conv_kwargs)
         state_dict[prefix + "_x"] = x.unsqueeze(0)
 
+    @torch.no_grad()
+    def _iterate(self, weight):
+        "`n_power_iterations` steps x <- A^T A x / ||A^T A x|| from the stored image."
+        x = self._x
+        for _ in range(self.n_power_iterations):
+            x = _unit(self._op.adjoint(self._op.forward(x, weight), weight), self.eps)
+        return x
+
+    @torch.no_grad()
+    def power_step(self, weight):
+        self._x.copy_(self._iterate(weight))
+
     def sigma(self, weight):
         if self.training:
-            with torch.no_grad():
-                x = self._x
-                for _ in range(self.n_power_iterations):
-                    x = _unit(self._op.adjoint(self._op.forward(x, weight), weight), self.eps)
+            x = self._iterate(weight)
             sigma = torch.linalg.vector_norm(self._op.forward(x, weight))
-            with torch.no_grad():
-                self._x.copy_(x)
+            if self.update_vectors:
+                with torch.no_grad():
+                    self._x.copy_(x)
             return sigma
         return torch.linalg.vector_norm(self._op.forward(self._x.clone(), weight))
 
@@ -627,7 +751,8 @@ def _make_norm(kind, layer, input_shape, kw, tname="weight"):
 
 
 def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12,
-               input_shape=None, example_input=None, name="weight"):
+               input_shape=None, example_input=None, name="weight",
+               grad_through_power_iteration=False, warmup=True):
     """Normalize the weight of `module` (a Linear/Embedding/Conv/ConvTranspose layer) or of every such layer inside it.
 
     `kind`: "sn"/"ssn" (SN_w: sigma of the reshaped kernel), "bsn"/"bssn" (mean of the forward and backward
@@ -640,7 +765,15 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
     Everything is validated before anything changes; on error the module is left as it was. Warns when a normalized
     layer is followed, inside an nn.Sequential, by a BatchNorm/GroupNorm/LayerNorm/InstanceNorm that divides its scale
     out; only inside `module`: a loop that calls apply_norm on one layer at a time gets no such warning (normalize the
-    container to get the check). Returns `module`."""
+    container to get the check).
+
+    The official code's semantics (fjxmlzn/BSN, gan/sn.py), both off by default:
+    `grad_through_power_iteration=True`: a training-mode access takes the power-iteration step from the
+    stored u (v = unit(W^T u), u' = unit(W v), sigma = u'^T W v) with the gradient flowing through it,
+    where by default u and v are held constant (as torch's spectral_norm); not for "strict".
+    `warmup=False`: the vectors start from a truncated-normal draw of u (torch's global generator) with
+    no warm-up iterations (`WARMUP_ITERATIONS` by default). Both are stored in the settings.
+    See also `no_vector_updates` and `power_iteration_update`. Returns `module`."""
     if kind not in NORM_KINDS:
         raise ValueError(f"apply_norm: kind must be one of {NORM_KINDS}, got {kind!r}")
     scale = _check_positive_real(scale, "scale")
@@ -648,6 +781,12 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
     if gamma not in GAMMA_MODES:
         raise ValueError(f"apply_norm: gamma must be one of {GAMMA_MODES}, got {gamma!r}")
     n_power_iterations = _check_int(n_power_iterations, "apply_norm: n_power_iterations", 1)
+    for opt, value in (("grad_through_power_iteration", grad_through_power_iteration), ("warmup", warmup)):
+        if not isinstance(value, bool):
+            raise TypeError(f"apply_norm: {opt} must be True or False, got {value!r}")
+    if grad_through_power_iteration and kind == "strict":
+        raise ValueError("apply_norm: grad_through_power_iteration=True is the official code's SN_w/BSN "
+                         "(gan/sn.py), which has no kind 'strict'; use 'sn'/'bsn' or leave it False")
     if not isinstance(module, nn.Module):
         raise TypeError(f"apply_norm: module must be a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(name, str) or not name.isidentifier():
@@ -706,7 +845,8 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
         w = getattr(layer, name)
         g = shared if gamma == "shared" else (
             nn.Parameter(torch.tensor(scale, dtype=w.dtype, device=w.device)) if gamma == "per_layer" else None)
-        kw = dict(scale=scale, gamma=g, n_power_iterations=n_power_iterations, eps=eps)
+        kw = dict(scale=scale, gamma=g, n_power_iterations=n_power_iterations, eps=eps,
+                  grad_through_power_iteration=grad_through_power_iteration, warmup=warmup)
         plans.append((layer, _make_norm(kind, layer, shapes.get(lname), kw, name), g))
     done = []
     try:
@@ -832,4 +972,50 @@ def sigmas(model):
         for t, sn in _torch_norms_of(m):
             out[key(name, t)] = {"sigma": _torch_sigma(m, t, sn)}
     return out
+
+
+def _all_norms(module, who):
+    """(layer, tensor name, parametrization) for every tensor `apply_norm` normalized in `module`
+    (a layer, a model, nested containers; a DDP- or torch.compile-wrapped model is searched
+    through, as it holds the model as a submodule), each once."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{who}: module must be a torch.nn.Module, got {type(module).__name__}")
+    return [(m, t, norm) for m in module.modules() for t, norm in _norms_of(m)]
+
+
+@contextlib.contextmanager
+def no_vector_updates(module):
+    """Within this block, training-mode accesses of every normalized layer inside `module` compute
+    sigma as usual (the power-iteration step on the fly, from the stored vectors, with the gradient
+    the layer's settings give) but do not write the stored vectors: the official code's `NO_OPS`
+    forwards (fjxmlzn/BSN gan/gan.py). `power_iteration_update` still writes. Nests; on exit every
+    layer returns to what it did before. Yields `module`."""
+    norms = [norm for _, _, norm in _all_norms(module, "no_vector_updates")]
+    before = [norm.update_vectors for norm in norms]
+    for norm in norms:
+        norm.update_vectors = False
+    try:
+        yield module
+    finally:
+        for norm, flag in zip(norms, before):
+            norm.update_vectors = flag
+
+
+@torch.no_grad()
+def power_iteration_update(module):
+    """The official code's `spectral_norm_update_ops` (gan/gan.py, run after each D optimizer step):
+    every normalized layer inside `module` runs the power iteration of one training-mode access
+    (`n_power_iterations` steps, 1 by default) on its stored vectors with its current raw weight,
+    without gradient, and stores them, whatever the mode and inside `no_vector_updates` too.
+    What is stored (M: the layer's matrix; for BSN each of its two reshapes with its own pair):
+    - `grad_through_power_iteration=True`: from the stored u, v = unit(M^T u), u' = unit(M v);
+      stores (u', v). The next training access starts from u', as the official forward does.
+    - default: from the stored v, u' = unit(M v), v' = unit(M^T u'); stores (u', v'). The next
+      training access starts from v', as every default access does.
+    - "strict": x' = unit(A^T A x) for the stored image x.
+    Eval mode then divides by u^T M v of the stored pair. Returns the number of tensors updated."""
+    found = _all_norms(module, "power_iteration_update")
+    for layer, t, norm in found:
+        norm.power_step(layer.parametrizations[t].original)
+    return len(found)
 
