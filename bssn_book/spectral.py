@@ -8,6 +8,7 @@ __all__ = ['PADDING_MODES', 'power_iteration', 'reshape_weight', 'spectral_norm_
            'conv_singular_values_fft', 'conv_operator_norm_fft']
 
 # %% ../nbs/02_spectral.ipynb #8c6d5901
+#@title Library: the argument checks that every public function shares
 import math
 import operator
 
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 
 
 def _check_float_tensor(t, name, ndim=None, ndims=None, min_ndim=None):
-    "Raise a clear error unless `t` is a non-empty real floating-point tensor of the right rank (exact, one of, or at least)."
+    """Raise a clear error unless `t` is a non-empty real floating-point tensor of the
+    right rank (exactly `ndim`, one of `ndims`, or at least `min_ndim`)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -24,15 +26,21 @@ def _check_float_tensor(t, name, ndim=None, ndims=None, min_ndim=None):
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if ndims is not None and t.dim() not in ndims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, ndims))} dimensions, "
+            f"got shape {tuple(t.shape)}"
+        )
     if min_ndim is not None and t.dim() < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions, "
+            f"got shape {tuple(t.shape)}"
+        )
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
 
 
 def _check_int(value, name, minimum):
-    "`value` as an int >= `minimum` (TypeError for non-integers, ValueError for small ones)."
+    "`value` as an int >= `minimum` (TypeError for non-integers, ValueError if small)."
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
     try:
@@ -47,7 +55,10 @@ def _check_int(value, name, minimum):
 def _check_n_iter(n_iter, allow_zero):
     n_iter = _check_int(n_iter, "n_iter", 0)
     if n_iter == 0 and not allow_zero:
-        raise ValueError("n_iter must be >= 1 (0 is allowed only when the persistent vectors are given), got 0")
+        raise ValueError(
+            "n_iter must be >= 1 (0 is allowed only when the persistent vectors "
+            "are given), got 0"
+        )
     return n_iter
 
 
@@ -61,12 +72,16 @@ def _check_vector(vec, name, size, like):
     if not isinstance(vec, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(vec).__name__}")
     if vec.shape != (size,):
-        raise ValueError(f"{name} must have shape ({size},) to match W, got {tuple(vec.shape)}")
+        raise ValueError(
+            f"{name} must have shape ({size},) to match W, got {tuple(vec.shape)}"
+        )
     return vec.detach().to(dtype=like.dtype, device=like.device)
 
 # %% ../nbs/02_spectral.ipynb #edf97cf4
+#@title Library: power_iteration, reshape_weight, spectral_norm_exact (the full version)
 def power_iteration(W, u=None, v=None, n_iter=1, eps=1e-12):
-    "Largest singular value of a 2-D `W` by `n_iter` power-iteration steps from persistent `u`, `v`: `(sigma, u, v)`."
+    """Largest singular value of a 2-D `W` by `n_iter` power-iteration steps from
+    persistent `u`, `v`: `(sigma, u, v)`."""
     _check_float_tensor(W, "W", ndim=2)
     eps = _check_eps(eps)
     n_iter = _check_n_iter(n_iter, allow_zero=u is not None and v is not None)
@@ -76,23 +91,39 @@ def power_iteration(W, u=None, v=None, n_iter=1, eps=1e-12):
         u = None if u is None else _check_vector(u, "u", m, Wd)
         v = None if v is None else _check_vector(v, "v", n, Wd)
         if u is None:
-            start = torch.randn(m, dtype=Wd.dtype, device=Wd.device) if v is None else Wd @ v
+            start = (
+                torch.randn(m, dtype=Wd.dtype, device=Wd.device)
+                if v is None
+                else Wd @ v
+            )
             u = F.normalize(start, dim=0, eps=eps)
         for _ in range(n_iter):
-            v = F.normalize(Wd.mT @ u, dim=0, eps=eps)   # v <- W^T u / ||W^T u||
-            u = F.normalize(Wd @ v, dim=0, eps=eps)      # u <- W v / ||W v||
-    sigma = torch.dot(u, W @ v)  # u^T W v: differentiable in W, u and v held constant (as torch's SN does)
+            v = F.normalize(Wd.mT @ u, dim=0, eps=eps)  # v <- W^T u / ||W^T u||
+            u = F.normalize(Wd @ v, dim=0, eps=eps)  # u <- W v / ||W v||
+    sigma = torch.dot(
+        u, W @ v
+    )  # u^T W v: differentiable in W, u and v held constant (as torch's SN does)
     return sigma, u, v
 
 
 def reshape_weight(weight, dim=0):
-    "The weight as a 2-D matrix with dimension `dim` first (torch's SN: 0 for Linear/Conv, 1 for ConvTranspose)."
+    """The weight as a 2-D matrix with dimension `dim` first (torch's SN: 0 for
+    Linear/Conv, 1 for ConvTranspose)."""
     _check_float_tensor(weight, "weight")
     if weight.dim() < 1:
-        raise ValueError(f"weight must have at least 1 dimension, got shape {tuple(weight.shape)}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or not -weight.dim() <= dim < weight.dim():
-        raise ValueError(f"dim must be an int in [-{weight.dim()}, {weight.dim() - 1}] for weight of shape "
-                         f"{tuple(weight.shape)}, got {dim!r}")
+        raise ValueError(
+            f"weight must have at least 1 dimension, got shape {tuple(weight.shape)}"
+        )
+    if (
+        isinstance(dim, bool)
+        or not isinstance(dim, int)
+        or not -weight.dim() <= dim < weight.dim()
+    ):
+        raise ValueError(
+            f"dim must be an int in [-{weight.dim()}, {weight.dim() - 1}] "
+            f"for weight of shape "
+            f"{tuple(weight.shape)}, got {dim!r}"
+        )
     w = weight.movedim(dim, 0) if dim % weight.dim() != 0 else weight
     return w.reshape(w.shape[0], -1)
 
@@ -103,29 +134,52 @@ def spectral_norm_exact(W):
     return torch.linalg.matrix_norm(W, ord=2)
 
 # %% ../nbs/02_spectral.ipynb #c88df93a
+#@title Library: the convolution and its adjoint as a linear operator (the full version)
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
-_CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
+_CONV = {
+    1: (F.conv1d, F.conv_transpose1d),
+    2: (F.conv2d, F.conv_transpose2d),
+    3: (F.conv3d, F.conv_transpose3d),
+}
 
 
 def _tuple(value, nd, name, minimum):
-    "An int or a length-`nd` sequence of ints (each >= `minimum`) as a tuple of length `nd`."
+    "An int or a length-`nd` sequence of ints (each >= `minimum`) as an `nd`-tuple."
     if isinstance(value, (tuple, list, torch.Size)):
         if len(value) != nd:
-            raise ValueError(f"{name} must be an int or a sequence of {nd} ints, got {value!r}")
+            raise ValueError(
+                f"{name} must be an int or a sequence of {nd} ints, got {value!r}"
+            )
         return tuple(_check_int(v, name, minimum) for v in value)
     return (_check_int(value, name, minimum),) * nd
 
 
 class _ConvOperator:
-    "A convolution (or transposed convolution) without bias as a linear map, with its adjoint."
+    "A convolution (or transposed convolution) without bias as a linear map + adjoint."
 
-    def __init__(self, weight, input_shape, stride=1, padding=0, dilation=1, groups=1,
-                 padding_mode="zeros", transposed=False, output_padding=0):
+    def __init__(
+        self,
+        weight,
+        input_shape,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        padding_mode="zeros",
+        transposed=False,
+        output_padding=0,
+    ):
         _check_float_tensor(weight, "weight", ndims=(3, 4, 5))
         nd = self.nd = weight.dim() - 2
-        if not isinstance(input_shape, (tuple, list, torch.Size)) or len(input_shape) != nd + 1:
-            raise ValueError(f"input_shape must be a sequence (C, *spatial) of {nd + 1} ints for a {nd}-d weight of "
-                             f"shape {tuple(weight.shape)} (no batch dimension), got {input_shape!r}")
+        if (
+            not isinstance(input_shape, (tuple, list, torch.Size))
+            or len(input_shape) != nd + 1
+        ):
+            raise ValueError(
+                f"input_shape must be a sequence (C, *spatial) of {nd + 1} ints "
+                f"for a {nd}-d weight of "
+                f"shape {tuple(weight.shape)} (no batch dimension), got {input_shape!r}"
+            )
         self.in_shape = tuple(_check_int(s, "input_shape", 1) for s in input_shape)
         k = tuple(weight.shape[2:])
         self.stride = _tuple(stride, nd, "stride", 1)
@@ -133,66 +187,117 @@ class _ConvOperator:
         self.groups = g = _check_int(groups, "groups", 1)
         self.transposed = bool(transposed)
         if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+            raise ValueError(
+                f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
+            )
         self.padding_mode = padding_mode
         c_in, spatial = self.in_shape[0], self.in_shape[1:]
-        K = tuple(d * (kk - 1) + 1 for d, kk in zip(self.dilation, k))  # effective kernel extent
+        K = tuple(
+            d * (kk - 1) + 1 for d, kk in zip(self.dilation, k)
+        )  # effective kernel extent
         if weight.shape[0] % g:
-            raise ValueError(f"groups={g} must divide weight.shape[0]={weight.shape[0]}")
+            raise ValueError(
+                f"groups={g} must divide weight.shape[0]={weight.shape[0]}"
+            )
         if self.transposed:
             if padding_mode != "zeros":
-                raise ValueError(f"transposed convolutions support only padding_mode='zeros', got {padding_mode!r}")
+                raise ValueError(
+                    f"transposed convolutions support only padding_mode='zeros', "
+                    f"got {padding_mode!r}"
+                )
             if isinstance(padding, str):
-                raise ValueError(f"transposed convolutions need integer padding, got padding={padding!r}")
+                raise ValueError(
+                    f"transposed convolutions need integer padding, "
+                    f"got padding={padding!r}"
+                )
             if c_in != weight.shape[0]:
-                raise ValueError(f"input_shape={self.in_shape} has {c_in} channels but the transposed weight of shape "
-                                 f"{tuple(weight.shape)} expects weight.shape[0]={weight.shape[0]}")
+                raise ValueError(
+                    f"input_shape={self.in_shape} has {c_in} channels but the "
+                    f"transposed weight of shape "
+                    f"{tuple(weight.shape)} expects weight.shape[0]={weight.shape[0]}"
+                )
             self.padding = _tuple(padding, nd, "padding", 0)
             self.output_padding = _tuple(output_padding, nd, "output_padding", 0)
             for op, s, d in zip(self.output_padding, self.stride, self.dilation):
                 if not (op < s or op < d):
-                    raise ValueError(f"output_padding={self.output_padding} must be smaller than stride "
-                                     f"{self.stride} or dilation {self.dilation}")
-            out = tuple((n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in
-                        zip(spatial, self.stride, self.padding, K, self.output_padding))
+                    raise ValueError(
+                        f"output_padding={self.output_padding} must be smaller "
+                        f"than stride "
+                        f"{self.stride} or dilation {self.dilation}"
+                    )
+            out = tuple(
+                (n - 1) * s - 2 * p + kk + op
+                for n, s, p, kk, op in zip(
+                    spatial, self.stride, self.padding, K, self.output_padding
+                )
+            )
             if min(out) < 1:
-                raise ValueError(f"the transposed convolution's output would be empty (spatial size {out}) "
-                                 f"for input_shape={self.in_shape}, padding={self.padding}")
+                raise ValueError(
+                    f"the transposed convolution's output would be empty "
+                    f"(spatial size {out}) "
+                    f"for input_shape={self.in_shape}, padding={self.padding}"
+                )
             self.out_shape = (weight.shape[1] * g, *out)
             return
         if output_padding not in (0, (0,) * nd, [0] * nd):
-            raise ValueError(f"output_padding is only for transposed convolutions, got output_padding={output_padding!r}")
+            raise ValueError(
+                f"output_padding is only for transposed convolutions, "
+                f"got output_padding={output_padding!r}"
+            )
         if c_in != weight.shape[1] * g:
-            raise ValueError(f"input_shape={self.in_shape} has {c_in} channels but the weight of shape "
-                             f"{tuple(weight.shape)} with groups={g} expects {weight.shape[1] * g}")
+            raise ValueError(
+                f"input_shape={self.in_shape} has {c_in} channels "
+                f"but the weight of shape "
+                f"{tuple(weight.shape)} with groups={g} expects {weight.shape[1] * g}"
+            )
         if isinstance(padding, str):
             if padding == "valid":
                 pads = [(0, 0)] * nd
             elif padding == "same":
                 if any(s != 1 for s in self.stride):
-                    raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
-                pads = [((kk - 1) // 2, kk - 1 - (kk - 1) // 2) for kk in K]  # torch: the odd pixel goes right
+                    raise ValueError(
+                        f"padding='same' needs stride 1, got stride={self.stride}"
+                    )
+                pads = [
+                    ((kk - 1) // 2, kk - 1 - (kk - 1) // 2) for kk in K
+                ]  # torch: the odd pixel goes right
             else:
-                raise ValueError(f"padding must be an int, a sequence of ints, 'same' or 'valid', got {padding!r}")
+                raise ValueError(
+                    f"padding must be an int, a sequence of ints, 'same' or 'valid', "
+                    f"got {padding!r}"
+                )
         else:
             pads = [(p, p) for p in _tuple(padding, nd, "padding", 0)]
         self.pads = pads
         for n, (l, r) in zip(spatial, pads):
             if padding_mode == "circular" and max(l, r) > n:
-                raise ValueError(f"circular padding {max(l, r)} is larger than the input size {n}")
+                raise ValueError(
+                    f"circular padding {max(l, r)} is larger than the input size {n}"
+                )
             if padding_mode == "reflect" and max(l, r) >= n:
-                raise ValueError(f"reflect padding {max(l, r)} must be smaller than the input size {n}")
+                raise ValueError(
+                    f"reflect padding {max(l, r)} must be smaller than "
+                    f"the input size {n}"
+                )
         padded = tuple(n + l + r for n, (l, r) in zip(spatial, pads))
         if any(P < kk for P, kk in zip(padded, K)):
-            raise ValueError(f"input_shape={self.in_shape} is too small: padded spatial size {padded} is smaller "
-                             f"than the effective kernel size {K}")
+            raise ValueError(
+                f"input_shape={self.in_shape} is too small: "
+                f"padded spatial size {padded} is smaller "
+                f"than the effective kernel size {K}"
+            )
         self.padded = padded
         out = tuple((P - kk) // s + 1 for P, kk, s in zip(padded, K, self.stride))
         self.out_shape = (weight.shape[0], *out)
-        # conv_transpose of the output gives (O-1)s + K; output_padding restores the padded size exactly
-        self.adj_output_padding = tuple(P - ((o - 1) * s + kk) for P, o, s, kk in zip(padded, out, self.stride, K))
+        # conv_transpose of the output gives (O-1)s + K; output_padding restores
+        # the padded size exactly
+        self.adj_output_padding = tuple(
+            P - ((o - 1) * s + kk) for P, o, s, kk in zip(padded, out, self.stride, K)
+        )
         self.symmetric_zeros = padding_mode == "zeros" and all(l == r for l, r in pads)
-        self.pad_arg = [p for lr in reversed(pads) for p in lr]  # F.pad order: last dim first
+        self.pad_arg = [
+            p for lr in reversed(pads) for p in lr
+        ]  # F.pad order: last dim first
 
     def _pad(self, x):
         if self.padding_mode == "zeros":
@@ -200,9 +305,18 @@ class _ConvOperator:
         return F.pad(x, self.pad_arg, mode=self.padding_mode)
 
     def _pad_adjoint(self, y):
-        "The adjoint of the padding map: crop (zeros), fold the wrapped borders back (circular), or autograd."
+        """The adjoint of the padding map: crop (zeros), fold the wrapped borders back
+        (circular), or autograd (reflect, replicate)."""
         if self.padding_mode == "zeros":
-            return y[(..., *[slice(l, l + n) for (l, _), n in zip(self.pads, self.in_shape[1:])])]
+            return y[
+                (
+                    ...,
+                    *[
+                        slice(l, l + n)
+                        for (l, _), n in zip(self.pads, self.in_shape[1:])
+                    ],
+                )
+            ]
         if self.padding_mode == "circular":
             for i, ((l, r), n) in enumerate(zip(self.pads, self.in_shape[1:])):
                 dim = 2 + i
@@ -213,57 +327,160 @@ class _ConvOperator:
                     core.narrow(dim, 0, r).add_(y.narrow(dim, l + n, r))
                 y = core
             return y
-        with torch.enable_grad():  # reflect / replicate: the padding is linear, so its vjp is its adjoint
-            z = torch.zeros(y.shape[0], *self.in_shape, dtype=y.dtype, device=y.device, requires_grad=True)
+        with (
+            torch.enable_grad()
+        ):  # reflect / replicate: the padding is linear, so its vjp is its adjoint
+            z = torch.zeros(
+                y.shape[0],
+                *self.in_shape,
+                dtype=y.dtype,
+                device=y.device,
+                requires_grad=True,
+            )
             return torch.autograd.grad(self._pad(z), z, grad_outputs=y)[0]
 
     def forward(self, x, weight):
         "Apply the operator to a batch `x` of shape (N, *input_shape)."
         conv, conv_t = _CONV[self.nd]
         if self.transposed:
-            return conv_t(x, weight, stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-                          groups=self.groups, dilation=self.dilation)
+            return conv_t(
+                x,
+                weight,
+                stride=self.stride,
+                padding=self.padding,
+                output_padding=self.output_padding,
+                groups=self.groups,
+                dilation=self.dilation,
+            )
         if self.symmetric_zeros:
-            return conv(x, weight, stride=self.stride, padding=[l for l, _ in self.pads],
-                        dilation=self.dilation, groups=self.groups)
-        return conv(self._pad(x), weight, stride=self.stride, dilation=self.dilation, groups=self.groups)
+            return conv(
+                x,
+                weight,
+                stride=self.stride,
+                padding=[l for l, _ in self.pads],
+                dilation=self.dilation,
+                groups=self.groups,
+            )
+        return conv(
+            self._pad(x),
+            weight,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
     def adjoint(self, y, weight):
         "Apply the adjoint (transpose) to a batch `y` of shape (N, *output_shape)."
         conv, conv_t = _CONV[self.nd]
-        if self.transposed:  # the adjoint of conv_transpose is conv, cropped to the input size
-            z = conv(y, weight, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        if (
+            self.transposed
+        ):  # the adjoint of conv_transpose is conv, cropped to the input size
+            z = conv(
+                y,
+                weight,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                groups=self.groups,
+            )
             return z[(..., *[slice(0, n) for n in self.in_shape[1:]])]
         if self.symmetric_zeros:
-            return conv_t(y, weight, stride=self.stride, padding=[l for l, _ in self.pads],
-                          output_padding=self.adj_output_padding, groups=self.groups, dilation=self.dilation)
-        z = conv_t(y, weight, stride=self.stride, output_padding=self.adj_output_padding,
-                   groups=self.groups, dilation=self.dilation)
+            return conv_t(
+                y,
+                weight,
+                stride=self.stride,
+                padding=[l for l, _ in self.pads],
+                output_padding=self.adj_output_padding,
+                groups=self.groups,
+                dilation=self.dilation,
+            )
+        z = conv_t(
+            y,
+            weight,
+            stride=self.stride,
+            output_padding=self.adj_output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
+        )
         return self._pad_adjoint(z)
 
 
-def conv_output_shape(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                      padding_mode="zeros", transposed=False, output_padding=0):
-    "Shape (C_out, *spatial) of the (transposed) convolution's output for an input of shape `input_shape`."
-    return _ConvOperator(weight, input_shape, stride, padding, dilation, groups, padding_mode,
-                         transposed, output_padding).out_shape
+def conv_output_shape(
+    weight,
+    input_shape,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    transposed=False,
+    output_padding=0,
+):
+    """Shape (C_out, *spatial) of the (transposed) convolution's output for an input of
+    shape `input_shape`."""
+    return _ConvOperator(
+        weight,
+        input_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        transposed,
+        output_padding,
+    ).out_shape
 
 
 def conv_kwargs(layer):
-    "The keyword arguments of `conv_operator_norm` that describe a torch Conv/ConvTranspose `layer`."
+    "The keyword arguments of `conv_operator_norm` that describe a torch conv `layer`."
     from torch.nn.modules.conv import _ConvNd
+
     if not isinstance(layer, _ConvNd):
-        raise TypeError(f"layer must be a torch convolution (Conv1d/2d/3d, ConvTranspose1d/2d/3d), "
-                        f"got {type(layer).__name__}")
-    return dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-                padding_mode=layer.padding_mode, transposed=layer.transposed, output_padding=layer.output_padding)
+        raise TypeError(
+            f"layer must be a torch convolution (Conv1d/2d/3d, ConvTranspose1d/2d/3d), "
+            f"got {type(layer).__name__}"
+        )
+    return dict(
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        padding_mode=layer.padding_mode,
+        transposed=layer.transposed,
+        output_padding=layer.output_padding,
+    )
 
 # %% ../nbs/02_spectral.ipynb #944d0dd3
-def conv_operator_norm(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-                       transposed=False, output_padding=0, n_iter=100, x=None, eps=1e-12):
-    "Operator norm of a (transposed) conv on inputs of shape `input_shape` by power iteration: `(sigma, x)`."
-    A = _ConvOperator(weight, input_shape, stride, padding, dilation, groups, padding_mode,
-                      transposed, output_padding)
+#@title Library: conv_operator_norm, conv_operator_matrix, conv_operator_adjoint
+def conv_operator_norm(
+    weight,
+    input_shape,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    transposed=False,
+    output_padding=0,
+    n_iter=100,
+    x=None,
+    eps=1e-12,
+):
+    """Operator norm of a (transposed) conv on inputs of shape `input_shape` by power
+    iteration: `(sigma, x)`."""
+    A = _ConvOperator(
+        weight,
+        input_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        transposed,
+        output_padding,
+    )
     eps = _check_eps(eps)
     n_iter = _check_n_iter(n_iter, allow_zero=x is not None)
     with torch.no_grad():
@@ -274,57 +491,121 @@ def conv_operator_norm(weight, input_shape, *, stride=1, padding=0, dilation=1, 
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
             if tuple(x.shape) not in (A.in_shape, (1, *A.in_shape)):
-                raise ValueError(f"x must have shape input_shape={A.in_shape}, got {tuple(x.shape)}")
+                raise ValueError(
+                    f"x must have shape input_shape={A.in_shape}, got {tuple(x.shape)}"
+                )
             x = x.detach().to(dtype=wd.dtype, device=wd.device).reshape(1, *A.in_shape)
         x = x / x.norm().clamp_min(eps)
         for _ in range(n_iter):
-            y = A.adjoint(A.forward(x, wd), wd)   # x <- A^T A x / ||A^T A x||
+            y = A.adjoint(A.forward(x, wd), wd)  # x <- A^T A x / ||A^T A x||
             nrm = y.norm()
-            x = torch.where(nrm > eps, y / nrm.clamp_min(eps), x)  # a zero operator keeps x (no GPU sync)
-    sigma = A.forward(x, weight).norm()  # ||A x|| for a unit x: differentiable in the weight
+            x = torch.where(
+                nrm > eps, y / nrm.clamp_min(eps), x
+            )  # a zero operator keeps x (no GPU sync)
+    sigma = A.forward(
+        x, weight
+    ).norm()  # ||A x|| for a unit x: differentiable in the weight
     return sigma, x[0]
 
 
-def conv_operator_matrix(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                         padding_mode="zeros", transposed=False, output_padding=0):
-    "The (transposed) convolution on inputs of shape `input_shape` as a dense matrix (n_out x n_in); for small sizes."
-    A = _ConvOperator(weight, input_shape, stride, padding, dilation, groups, padding_mode,
-                      transposed, output_padding)
+def conv_operator_matrix(
+    weight,
+    input_shape,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    transposed=False,
+    output_padding=0,
+):
+    """The (transposed) convolution on inputs of shape `input_shape` as a dense matrix
+    (n_out x n_in); for small sizes."""
+    A = _ConvOperator(
+        weight,
+        input_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        transposed,
+        output_padding,
+    )
     n = math.prod(A.in_shape)
     eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *A.in_shape)
     return A.forward(eye, weight).reshape(n, -1).T
 
 
-def conv_operator_adjoint(weight, y, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                          padding_mode="zeros", transposed=False, output_padding=0):
-    "Apply the adjoint A^T of the (transposed) convolution to `y` (shape `conv_output_shape(...)`, optional batch)."
-    A = _ConvOperator(weight, input_shape, stride, padding, dilation, groups, padding_mode,
-                      transposed, output_padding)
+def conv_operator_adjoint(
+    weight,
+    y,
+    input_shape,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    transposed=False,
+    output_padding=0,
+):
+    """Apply the adjoint A^T of the (transposed) convolution to `y` (shape
+    `conv_output_shape(...)`, optional batch)."""
+    A = _ConvOperator(
+        weight,
+        input_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        transposed,
+        output_padding,
+    )
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
     batched = y.dim() == len(A.out_shape) + 1
     if tuple(y.shape[1:] if batched else y.shape) != A.out_shape:
-        raise ValueError(f"y must have shape {A.out_shape} (optionally with a batch dimension), got {tuple(y.shape)}")
+        raise ValueError(
+            f"y must have shape {A.out_shape} (optionally with a batch dimension), "
+            f"got {tuple(y.shape)}"
+        )
     z = A.adjoint(y if batched else y[None], weight)
     return z if batched else z[0]
 
 # %% ../nbs/02_spectral.ipynb #29c813b2
+#@title Library: max_patch_overlap (n, the windows that see one pixel)
 def max_patch_overlap(kernel_size, stride=1, dilation=1):
-    "n = prod_i ceil(k_i / (s_i / gcd(s_i, d_i))): at most n output positions see one input pixel (zeros padding)."
-    seqs = [len(a) for a in (kernel_size, stride, dilation) if isinstance(a, (tuple, list, torch.Size))]
+    """n = prod_i ceil(k_i / (s_i / gcd(s_i, d_i))): at most n output positions see one
+    input pixel (zeros padding)."""
+    seqs = [
+        len(a)
+        for a in (kernel_size, stride, dilation)
+        if isinstance(a, (tuple, list, torch.Size))
+    ]
     nd = max(seqs, default=1)
     ks = _tuple(kernel_size, nd, "kernel_size", 1)
     ss, ds = _tuple(stride, nd, "stride", 1), _tuple(dilation, nd, "dilation", 1)
     return math.prod(-(-k // (s // math.gcd(s, d))) for k, s, d in zip(ks, ss, ds))
 
 # %% ../nbs/02_spectral.ipynb #a96285d0
+#@title Library: conv_singular_values_fft, conv_operator_norm_fft (the full version)
 def conv_singular_values_fft(weight, input_shape, *, dilation=1, groups=1):
-    "All singular values of the circular (wrap-around), stride-1 conv on `input_shape` via the FFT, descending."
+    """All singular values of the circular (wrap-around), stride-1 conv on
+    `input_shape` via the FFT, descending."""
     _check_float_tensor(weight, "weight", ndims=(3, 4, 5))
     nd = weight.dim() - 2
-    if not isinstance(input_shape, (tuple, list, torch.Size)) or len(input_shape) != nd + 1:
-        raise ValueError(f"input_shape must be a sequence (C, *spatial) of {nd + 1} ints for a {nd}-d weight of "
-                         f"shape {tuple(weight.shape)} (no batch dimension), got {input_shape!r}")
+    if (
+        not isinstance(input_shape, (tuple, list, torch.Size))
+        or len(input_shape) != nd + 1
+    ):
+        raise ValueError(
+            f"input_shape must be a sequence (C, *spatial) of {nd + 1} ints "
+            f"for a {nd}-d weight of "
+            f"shape {tuple(weight.shape)} (no batch dimension), got {input_shape!r}"
+        )
     shape = tuple(_check_int(s, "input_shape", 1) for s in input_shape)
     dil = _tuple(dilation, nd, "dilation", 1)
     g = _check_int(groups, "groups", 1)
@@ -332,9 +613,12 @@ def conv_singular_values_fft(weight, input_shape, *, dilation=1, groups=1):
     if c_out % g:
         raise ValueError(f"groups={g} must divide weight.shape[0]={c_out}")
     if shape[0] != c_in_g * g:
-        raise ValueError(f"input_shape={shape} has {shape[0]} channels but the weight of shape "
-                         f"{tuple(weight.shape)} with groups={g} expects {c_in_g * g}")
-    # place tap j of each spatial dim at (dilation * j) mod n: the kernel zero-padded (and wrapped) to the image
+        raise ValueError(
+            f"input_shape={shape} has {shape[0]} channels but the weight of shape "
+            f"{tuple(weight.shape)} with groups={g} expects {c_in_g * g}"
+        )
+    # place tap j of each spatial dim at (dilation * j) mod n: the kernel zero-padded
+    # (and wrapped) to the image
     t = weight
     for i, (n, d) in enumerate(zip(shape[1:], dil)):
         k = weight.shape[2 + i]
@@ -343,12 +627,17 @@ def conv_singular_values_fft(weight, input_shape, *, dilation=1, groups=1):
         E[taps, (d * taps) % n] = 1.0  # taps that wrap onto one position add up
         t = torch.tensordot(t, E, dims=([2 + i], [0])).movedim(-1, 2 + i)
     spatial_dims = tuple(range(2, 2 + nd))
-    P = torch.fft.fftn(t, dim=spatial_dims)                       # (c_out, c_in/g, *n)
-    P = P.reshape(g, c_out // g, c_in_g, *shape[1:]).movedim((1, 2), (-2, -1))  # (g, *n, c_out/g, c_in/g)
+    P = torch.fft.fftn(t, dim=spatial_dims)  # (c_out, c_in/g, *n)
+    P = P.reshape(g, c_out // g, c_in_g, *shape[1:]).movedim(
+        (1, 2), (-2, -1)
+    )  # (g, *n, c_out/g, c_in/g)
     s = torch.linalg.svdvals(P).reshape(-1)
     return torch.sort(s, descending=True).values
 
 
 def conv_operator_norm_fft(weight, input_shape, *, dilation=1, groups=1):
-    "Exact operator norm of the circular, stride-1 conv on `input_shape` (Sedghi et al. 2019); differentiable."
-    return conv_singular_values_fft(weight, input_shape, dilation=dilation, groups=groups)[0]
+    """Exact operator norm of the circular, stride-1 conv on `input_shape` (Sedghi et
+    al. 2019); differentiable."""
+    return conv_singular_values_fft(
+        weight, input_shape, dilation=dilation, groups=groups
+    )[0]
