@@ -53,20 +53,41 @@ def init_weights(model, kind="paper", std=0.02):
 # %% ../nbs/11a_models.ipynb #00000011
 _CNN_D_LAYERS = [(3, 1, 64), (4, 2, 64), (3, 1, 128), (4, 2, 128), (3, 1, 256), (4, 2, 256), (3, 1, 512)]  # (k, s, c_out)
 
+
+def _cnn_d_layers(depth=8):
+    """(k, s, c_out) of the convolutions of a `CNNDiscriminator` with `depth` weight layers:
+    depth = 4r + 4, each of the four stride-1 3x3 convolutions r times (the repeats keep its
+    channels), the three stride-2 4x4 convolutions once, then the dense layer. r = 1 (depth 8)
+    is the paper's network."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or depth % 4:
+        raise ValueError("depth must be one of 8, 12, 16, 20, ... (4r + 4 weight layers: each of "
+                         "the four stride-1 3x3 convolutions r times, three stride-2 convolutions "
+                         f"and the dense layer; 8 is the paper's), got {depth!r}")
+    r = (depth - 4) // 4
+    return [layer for layer in _CNN_D_LAYERS for _ in range(r if layer[1] == 1 else 1)]
+
+
 class CNNDiscriminator(nn.Module):
     """The paper's "standard CNN" discriminator (Miyato et al. 2018): 7 convs + dense, leaky ReLU 0.1.
 
     Input: N x `in_channels` x `resolution` x `resolution` (resolution a multiple of 8); output: N x 1 logits.
-    `width` multiplies every channel count. `init`: "paper" (N(0, 0.02^2), zero biases) or "torch"."""
-    def __init__(self, in_channels=3, width=1.0, resolution=32, slope=0.1, init="paper"):
+    `width` multiplies every channel count. `init`: "paper" (N(0, 0.02^2), zero biases) or "torch".
+    `depth`: the number of weight layers, 4r + 4 (`_cnn_d_layers`: each stride-1 3x3 convolution r
+    times); 8, the default, is the paper's network."""
+    def __init__(self, in_channels=3, width=1.0, resolution=32, slope=0.1, init="paper", depth=8):
         super().__init__()
         who = "CNNDiscriminator"
         _check_positive_int(in_channels, "in_channels", who); _check_width(width, who)
         _check_cnn_resolution(resolution, who)
+        try:
+            convs = _cnn_d_layers(depth)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
         self.in_channels, self.width, self.resolution = in_channels, width, resolution
+        self.depth = depth
         self.input_shape = (in_channels, resolution, resolution)
         layers, c_in = [], in_channels
-        for k, s, c in _CNN_D_LAYERS:
+        for k, s, c in convs:
             c_out = scaled_channels(c, width)
             layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=1), nn.LeakyReLU(slope)]
             c_in = c_out
@@ -259,18 +280,22 @@ def build_generator(name, **kwargs):
     return _lookup(GENERATORS, name, "build_generator")(**kwargs)
 
 def build_discriminator(name, norm=None, scale=1.0, gamma=None, example_input=None, n_power_iterations=1,
-                        device=None, **kwargs):
+                        device=None, grad_through_power_iteration=False, warmup=True, **kwargs):
     """Discriminator by name ('cnn', 'resnet', 'mlp') with `norm` applied to every conv/dense layer.
 
     `norm`: None/'none' or a kind of `bssn_book.norms.NORM_KINDS` ('sn', 'ssn', 'bsn', 'bssn', 'strict');
-    `scale`, `gamma`, `n_power_iterations` go to `apply_norm`. For 'strict' an example input of the
-    network's input shape is made when `example_input` is None. `kwargs` go to the class."""
+    `scale`, `gamma`, `n_power_iterations` and the official code's options
+    `grad_through_power_iteration`, `warmup` go to `apply_norm`. For 'strict' an example input of the
+    network's input shape is made when `example_input` is None. `kwargs` go to the class
+    (`depth=` for the CNN: 8, 12, 16, ...)."""
     D = _lookup(DISCRIMINATORS, name, "build_discriminator")(**kwargs)
     if device is not None: D = D.to(device)
     if norm is None or norm == "none": return D
     from bssn_book.norms import apply_norm   # imported here: models must import without norms
     opts = dict(scale=scale, n_power_iterations=n_power_iterations)
     if gamma is not None: opts["gamma"] = gamma
+    if grad_through_power_iteration: opts["grad_through_power_iteration"] = True
+    if not warmup: opts["warmup"] = False
     if example_input is None and norm == "strict":
         p = next(D.parameters())
         example_input = torch.zeros(1, *D.input_shape, device=p.device, dtype=p.dtype)
