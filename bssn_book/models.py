@@ -15,69 +15,112 @@ import torch.nn.functional as F
 
 # %% ../nbs/11a_models.ipynb #00000006
 def scaled_channels(c, width):
-    "The channel count `c` of the paper times the width multiplier, rounded, at least 1."
+    """The channel count `c` of the paper times the width multiplier, rounded, at least
+    1."""
     return max(1, int(round(c * width)))
 
+
 def _check_width(width, who):
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-        raise ValueError(f"{who}: width must be a positive number (a multiplier on every channel count, "
-                         f"1.0 = the paper's network), got {width!r}")
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not math.isfinite(width)
+        or width <= 0
+    ):
+        raise ValueError(
+            f"{who}: width must be a positive number (a multiplier on every "
+            f"channel count, 1.0 = the paper's network), got {width!r}"
+        )
+
 
 def _check_positive_int(value, name, who):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
 
+
 def _check_cnn_resolution(resolution, who):
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
-        raise ValueError(f"{who}: resolution must be a positive multiple of 8 (resolution = 8 * mg: 32, 48, 64, ...), "
-                         f"got {resolution!r}")
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, int)
+        or resolution < 8
+        or resolution % 8
+    ):
+        raise ValueError(
+            f"{who}: resolution must be a positive multiple of 8 "
+            f"(resolution = 8 * mg: 32, 48, 64, ...), got {resolution!r}"
+        )
 
 # %% ../nbs/11a_models.ipynb #00000009
 def init_weights(model, kind="paper", std=0.02):
     """Initialize the conv/deconv/dense weights of `model` in place and return it.
 
-    `kind="paper"`: N(0, std^2) (truncated at 2 std for Conv2d, as in the paper's TF code), zero biases;
-    `"torch"`: leave PyTorch's default initialization; `"xavier"`: Xavier-uniform (gain 1), zero biases."""
-    if kind == "torch": return model
+    `kind="paper"`: N(0, std^2) (truncated at 2 std for Conv2d, as in the paper's TF
+    code), zero biases; `"torch"`: leave PyTorch's default initialization;
+    `"xavier"`: Xavier-uniform (gain 1), zero biases."""
+    if kind == "torch":
+        return model
     if kind not in ("paper", "xavier"):
-        raise ValueError(f"init_weights: kind must be 'paper', 'torch' or 'xavier', got {kind!r}")
+        raise ValueError(
+            f"init_weights: kind must be 'paper', 'torch' or 'xavier', got {kind!r}"
+        )
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             with torch.no_grad():
-                if kind == "xavier": nn.init.xavier_uniform_(m.weight)
-                elif isinstance(m, nn.Conv2d): nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
-                else: nn.init.normal_(m.weight, 0.0, std)
-                if m.bias is not None: nn.init.zeros_(m.bias)
+                if kind == "xavier":
+                    nn.init.xavier_uniform_(m.weight)
+                elif isinstance(m, nn.Conv2d):
+                    nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
+                else:
+                    nn.init.normal_(m.weight, 0.0, std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
     return model
 
 # %% ../nbs/11a_models.ipynb #00000011
-_CNN_D_LAYERS = [(3, 1, 64), (4, 2, 64), (3, 1, 128), (4, 2, 128), (3, 1, 256), (4, 2, 256), (3, 1, 512)]  # (k, s, c_out)
+# (k, s, c_out)
+_CNN_D_LAYERS = [
+    (3, 1, 64),
+    (4, 2, 64),
+    (3, 1, 128),
+    (4, 2, 128),
+    (3, 1, 256),
+    (4, 2, 256),
+    (3, 1, 512),
+]
 
 
 def _cnn_d_layers(depth=8):
-    """(k, s, c_out) of the convolutions of a `CNNDiscriminator` with `depth` weight layers:
-    depth = 4r + 4, each of the four stride-1 3x3 convolutions r times (the repeats keep its
-    channels), the three stride-2 4x4 convolutions once, then the dense layer. r = 1 (depth 8)
-    is the paper's network."""
+    """(k, s, c_out) of the convolutions of a `CNNDiscriminator` with `depth` weight
+    layers: depth = 4r + 4, each of the four stride-1 3x3 convolutions r times (the
+    repeats keep its channels), the three stride-2 4x4 convolutions once, then the
+    dense layer. r = 1 (depth 8) is the paper's network."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or depth % 4:
-        raise ValueError("depth must be one of 8, 12, 16, 20, ... (4r + 4 weight layers: each of "
-                         "the four stride-1 3x3 convolutions r times, three stride-2 convolutions "
-                         f"and the dense layer; 8 is the paper's), got {depth!r}")
+        raise ValueError(
+            "depth must be one of 8, 12, 16, 20, ... (4r + 4 weight layers: each of "
+            "the four stride-1 3x3 convolutions r times, three stride-2 convolutions "
+            f"and the dense layer; 8 is the paper's), got {depth!r}"
+        )
     r = (depth - 4) // 4
     return [layer for layer in _CNN_D_LAYERS for _ in range(r if layer[1] == 1 else 1)]
 
 
 class CNNDiscriminator(nn.Module):
-    """The paper's "standard CNN" discriminator (Miyato et al. 2018): 7 convs + dense, leaky ReLU 0.1.
+    """The paper's "standard CNN" discriminator (Miyato et al. 2018): 7 convs + dense,
+    leaky ReLU 0.1.
 
-    Input: N x `in_channels` x `resolution` x `resolution` (resolution a multiple of 8); output: N x 1 logits.
-    `width` multiplies every channel count. `init`: "paper" (N(0, 0.02^2), zero biases) or "torch".
-    `depth`: the number of weight layers, 4r + 4 (`_cnn_d_layers`: each stride-1 3x3 convolution r
-    times); 8, the default, is the paper's network."""
-    def __init__(self, in_channels=3, width=1.0, resolution=32, slope=0.1, init="paper", depth=8):
+    Input: N x `in_channels` x `resolution` x `resolution` (resolution a multiple of
+    8); output: N x 1 logits. `width` multiplies every channel count. `init`: "paper"
+    (N(0, 0.02^2), zero biases) or "torch". `depth`: the number of weight layers, 4r
+    + 4 (`_cnn_d_layers`: each stride-1 3x3 convolution r times); 8, the default, is
+    the paper's network."""
+
+    def __init__(
+        self, in_channels=3, width=1.0, resolution=32, slope=0.1, init="paper", depth=8
+    ):
         super().__init__()
         who = "CNNDiscriminator"
-        _check_positive_int(in_channels, "in_channels", who); _check_width(width, who)
+        _check_positive_int(in_channels, "in_channels", who)
+        _check_width(width, who)
         _check_cnn_resolution(resolution, who)
         try:
             convs = _cnn_d_layers(depth)
@@ -89,7 +132,10 @@ class CNNDiscriminator(nn.Module):
         layers, c_in = [], in_channels
         for k, s, c in convs:
             c_out = scaled_channels(c, width)
-            layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=1), nn.LeakyReLU(slope)]
+            layers += [
+                nn.Conv2d(c_in, c_out, k, stride=s, padding=1),
+                nn.LeakyReLU(slope),
+            ]
             c_in = c_out
         self.main = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in * (resolution // 8) ** 2, 1)
@@ -97,40 +143,64 @@ class CNNDiscriminator(nn.Module):
 
     def forward(self, x):
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"CNNDiscriminator: expected input N x {' x '.join(map(str, self.input_shape))}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                "CNNDiscriminator: expected input N x "
+                f"{' x '.join(map(str, self.input_shape))}, got {tuple(x.shape)}"
+            )
         return self.fc(self.main(x).flatten(1))
 
 # %% ../nbs/11a_models.ipynb #00000013
 class _Generator(nn.Module):
     "Shared by the generators: `z_dim` and `sample_z`."
+
     def sample_z(self, n, device=None, generator=None):
-        "n draws of the noise z ~ N(0, I), shape n x z_dim, on `device` (default: the generator's device)."
+        """n draws of the noise z ~ N(0, I), shape n x z_dim, on `device` (default: the
+        generator's device)."""
         if device is None:
             p = next(self.parameters(), None)
             device = p.device if p is not None else "cpu"
         if generator is not None:
-            return torch.randn(n, self.z_dim, generator=generator, device=generator.device).to(device)
+            return torch.randn(
+                n, self.z_dim, generator=generator, device=generator.device
+            ).to(device)
         return torch.randn(n, self.z_dim, device=device)
 
-class CNNGenerator(_Generator):
-    """The paper's CNN generator: dense z -> mg x mg x 512, BN, ReLU; 3 x (deconv 4x4 s2, BN, ReLU); deconv 3x3 s1; tanh.
 
-    `resolution` = 8 * mg (32, 48, 64, ...); output N x `channels` x resolution x resolution in [-1, 1]."""
+class CNNGenerator(_Generator):
+    """The paper's CNN generator: dense z -> mg x mg x 512, BN, ReLU; 3 x (deconv 4x4
+    s2, BN, ReLU); deconv 3x3 s1; tanh.
+
+    `resolution` = 8 * mg (32, 48, 64, ...); output N x `channels` x resolution x
+    resolution in [-1, 1]."""
+
     def __init__(self, z_dim=128, width=1.0, resolution=32, channels=3, init="paper"):
         super().__init__()
         who = "CNNGenerator"
-        _check_positive_int(z_dim, "z_dim", who); _check_width(width, who)
-        _check_cnn_resolution(resolution, who); _check_positive_int(channels, "channels", who)
-        self.z_dim, self.width, self.resolution, self.channels = z_dim, width, resolution, channels
+        _check_positive_int(z_dim, "z_dim", who)
+        _check_width(width, who)
+        _check_cnn_resolution(resolution, who)
+        _check_positive_int(channels, "channels", who)
+        self.z_dim, self.width, self.resolution, self.channels = (
+            z_dim,
+            width,
+            resolution,
+            channels,
+        )
         self.mg = mg = resolution // 8
         c = [scaled_channels(k, width) for k in (512, 256, 128, 64)]
         self.fc = nn.Linear(z_dim, mg * mg * c[0])
         self.bn0 = nn.BatchNorm1d(mg * mg * c[0])
         blocks = []
         for c_in, c_out in zip(c[:-1], c[1:]):
-            blocks += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-        blocks += [nn.ConvTranspose2d(c[-1], channels, 3, stride=1, padding=1), nn.Tanh()]
+            blocks += [
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+        blocks += [
+            nn.ConvTranspose2d(c[-1], channels, 3, stride=1, padding=1),
+            nn.Tanh(),
+        ]
         self.main = nn.Sequential(*blocks)
         self._c0 = c[0]
         init_weights(self, init)
@@ -142,15 +212,25 @@ class CNNGenerator(_Generator):
 # %% ../nbs/11a_models.ipynb #00000025
 def _xavier(m, gain):
     nn.init.xavier_uniform_(m.weight, gain=gain)
-    if m.bias is not None: nn.init.zeros_(m.bias)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
     return m
 
+
 class GBlock(nn.Module):
-    "SNGAN generator block: BN, ReLU, upsample x2, conv3x3, BN, ReLU, conv3x3; shortcut upsample + conv1x1."
+    """SNGAN generator block: BN, ReLU, upsample x2, conv3x3, BN, ReLU, conv3x3;
+    shortcut upsample + conv1x1."""
+
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), _xavier(nn.Conv2d(c_in, c_out, 3, padding=1), math.sqrt(2))
-        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), _xavier(nn.Conv2d(c_out, c_out, 3, padding=1), math.sqrt(2))
+        self.bn1, self.conv1 = (
+            nn.BatchNorm2d(c_in),
+            _xavier(nn.Conv2d(c_in, c_out, 3, padding=1), math.sqrt(2)),
+        )
+        self.bn2, self.conv2 = (
+            nn.BatchNorm2d(c_out),
+            _xavier(nn.Conv2d(c_out, c_out, 3, padding=1), math.sqrt(2)),
+        )
         self.shortcut = _xavier(nn.Conv2d(c_in, c_out, 1), 1.0)
 
     def forward(self, x):
@@ -158,10 +238,14 @@ class GBlock(nn.Module):
         h = self.conv2(F.relu(self.bn2(self.conv1(h))))
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
-class DBlock(nn.Module):
-    """SNGAN discriminator block: [ReLU], conv3x3, ReLU, conv3x3, [avgpool2]; shortcut conv1x1 (+ avgpool2).
 
-    `first=True` is the optimized first block: no ReLU on the input, shortcut pooled before its conv."""
+class DBlock(nn.Module):
+    """SNGAN discriminator block: [ReLU], conv3x3, ReLU, conv3x3, [avgpool2]; shortcut
+    conv1x1 (+ avgpool2).
+
+    `first=True` is the optimized first block: no ReLU on the input, shortcut pooled
+    before its conv."""
+
     def __init__(self, c_in, c_out, down=True, first=False):
         super().__init__()
         self.down, self.first = down, first
@@ -172,30 +256,55 @@ class DBlock(nn.Module):
     def forward(self, x):
         h = x if self.first else F.relu(x)
         h = self.conv2(F.relu(self.conv1(h)))
-        if self.down: h = F.avg_pool2d(h, 2)
+        if self.down:
+            h = F.avg_pool2d(h, 2)
         if self.first:
             s = self.shortcut(F.avg_pool2d(x, 2) if self.down else x)
         else:
             s = self.shortcut(x)
-            if self.down: s = F.avg_pool2d(s, 2)
+            if self.down:
+                s = F.avg_pool2d(s, 2)
         return h + s
 
+
 _RESNET_G = {32: (256, [256, 256, 256]), 128: (1024, [1024, 512, 256, 128, 64])}
-_RESNET_D = {32: [(128, True), (128, True), (128, False), (128, False)],
-             128: [(64, True), (128, True), (256, True), (512, True), (1024, True), (1024, False)]}
+_RESNET_D = {
+    32: [(128, True), (128, True), (128, False), (128, False)],
+    128: [
+        (64, True),
+        (128, True),
+        (256, True),
+        (512, True),
+        (1024, True),
+        (1024, False),
+    ],
+}
+
 
 def _check_resnet_resolution(resolution, who):
     if resolution not in _RESNET_G:
-        raise ValueError(f"{who}: resolution must be 32 or 128 (SNGAN's ResNets), got {resolution!r}")
+        raise ValueError(
+            f"{who}: resolution must be 32 or 128 (SNGAN's ResNets), got {resolution!r}"
+        )
+
 
 class ResNetGenerator(_Generator):
-    "SNGAN ResNet generator for 32x32 or 128x128: dense, up-blocks, BN, ReLU, conv3x3, tanh."
+    """SNGAN ResNet generator for 32x32 or 128x128: dense, up-blocks, BN, ReLU, conv3x3,
+    tanh."""
+
     def __init__(self, z_dim=128, width=1.0, resolution=32, channels=3):
         super().__init__()
         who = "ResNetGenerator"
-        _check_positive_int(z_dim, "z_dim", who); _check_width(width, who)
-        _check_resnet_resolution(resolution, who); _check_positive_int(channels, "channels", who)
-        self.z_dim, self.width, self.resolution, self.channels = z_dim, width, resolution, channels
+        _check_positive_int(z_dim, "z_dim", who)
+        _check_width(width, who)
+        _check_resnet_resolution(resolution, who)
+        _check_positive_int(channels, "channels", who)
+        self.z_dim, self.width, self.resolution, self.channels = (
+            z_dim,
+            width,
+            resolution,
+            channels,
+        )
         c0, cs = _RESNET_G[resolution]
         c0, cs = scaled_channels(c0, width), [scaled_channels(c, width) for c in cs]
         self._c0 = c0
@@ -208,12 +317,16 @@ class ResNetGenerator(_Generator):
         h = self.blocks(self.fc(z).view(-1, self._c0, 4, 4))
         return torch.tanh(self.conv(F.relu(self.bn(h))))
 
+
 class ResNetDiscriminator(nn.Module):
-    "SNGAN ResNet discriminator for 32x32 or 128x128: optimized block, down-blocks, ReLU, sum pooling, dense."
+    """SNGAN ResNet discriminator for 32x32 or 128x128: optimized block, down-blocks,
+    ReLU, sum pooling, dense."""
+
     def __init__(self, in_channels=3, width=1.0, resolution=32):
         super().__init__()
         who = "ResNetDiscriminator"
-        _check_positive_int(in_channels, "in_channels", who); _check_width(width, who)
+        _check_positive_int(in_channels, "in_channels", who)
+        _check_width(width, who)
         _check_resnet_resolution(resolution, who)
         self.in_channels, self.width, self.resolution = in_channels, width, resolution
         self.input_shape = (in_channels, resolution, resolution)
@@ -227,8 +340,10 @@ class ResNetDiscriminator(nn.Module):
 
     def forward(self, x):
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"ResNetDiscriminator: expected input N x {' x '.join(map(str, self.input_shape))}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                "ResNetDiscriminator: expected input N x "
+                f"{' x '.join(map(str, self.input_shape))}, got {tuple(x.shape)}"
+            )
         return self.fc(F.relu(self.blocks(x)).sum(dim=(2, 3)))
 
 # %% ../nbs/11a_models.ipynb #00000028
@@ -238,22 +353,34 @@ def _mlp(sizes, act):
         layers += [nn.Linear(a, b), act()]
     return nn.Sequential(*layers[:-1])
 
+
 class MLPGenerator(_Generator):
-    "Toy generator for 2-D data: z -> (`depth` - 1) hidden layers of `hidden * width` units, ReLU -> `out_dim`."
+    """Toy generator for 2-D data: z -> (`depth` - 1) hidden layers of `hidden * width`
+    units, ReLU -> `out_dim`."""
+
     def __init__(self, z_dim=16, hidden=128, depth=3, out_dim=2, width=1.0):
         super().__init__()
         who = "MLPGenerator"
-        for v, n in [(z_dim, "z_dim"), (hidden, "hidden"), (depth, "depth"), (out_dim, "out_dim")]:
+        for v, n in [
+            (z_dim, "z_dim"),
+            (hidden, "hidden"),
+            (depth, "depth"),
+            (out_dim, "out_dim"),
+        ]:
             _check_positive_int(v, n, who)
         _check_width(width, who)
         self.z_dim, self.out_dim = z_dim, out_dim
         h = scaled_channels(hidden, width)
         self.main = _mlp([z_dim] + [h] * (depth - 1) + [out_dim], nn.ReLU)
 
-    def forward(self, z): return self.main(z)
+    def forward(self, z):
+        return self.main(z)
+
 
 class MLPDiscriminator(nn.Module):
-    "Toy discriminator for 2-D data: `in_dim` -> (`depth` - 1) hidden layers, leaky ReLU 0.1 -> 1 logit."
+    """Toy discriminator for 2-D data: `in_dim` -> (`depth` - 1) hidden layers, leaky
+    ReLU 0.1 -> 1 logit."""
+
     def __init__(self, in_dim=2, hidden=128, depth=3, width=1.0, slope=0.1):
         super().__init__()
         who = "MLPDiscriminator"
@@ -262,42 +389,73 @@ class MLPDiscriminator(nn.Module):
         _check_width(width, who)
         self.in_dim, self.input_shape = in_dim, (in_dim,)
         h = scaled_channels(hidden, width)
-        self.main = _mlp([in_dim] + [h] * (depth - 1) + [1], lambda: nn.LeakyReLU(slope))
+        self.main = _mlp(
+            [in_dim] + [h] * (depth - 1) + [1], lambda: nn.LeakyReLU(slope)
+        )
 
-    def forward(self, x): return self.main(x)
+    def forward(self, x):
+        return self.main(x)
 
 # %% ../nbs/11a_models.ipynb #00000031
-DISCRIMINATORS = {"cnn": CNNDiscriminator, "resnet": ResNetDiscriminator, "mlp": MLPDiscriminator}
+DISCRIMINATORS = {
+    "cnn": CNNDiscriminator,
+    "resnet": ResNetDiscriminator,
+    "mlp": MLPDiscriminator,
+}
 GENERATORS = {"cnn": CNNGenerator, "resnet": ResNetGenerator, "mlp": MLPGenerator}
+
 
 def _lookup(table, name, who):
     if name not in table:
         raise ValueError(f"{who}: name must be one of {sorted(table)}, got {name!r}")
     return table[name]
 
+
 def build_generator(name, **kwargs):
-    "Generator by name ('cnn', 'resnet', 'mlp'); `kwargs` go to its class (z_dim, width, resolution, channels...)."
+    """Generator by name ('cnn', 'resnet', 'mlp'); `kwargs` go to its class (z_dim,
+    width, resolution, channels...)."""
     return _lookup(GENERATORS, name, "build_generator")(**kwargs)
 
-def build_discriminator(name, norm=None, scale=1.0, gamma=None, example_input=None, n_power_iterations=1,
-                        device=None, grad_through_power_iteration=False, warmup=True, **kwargs):
-    """Discriminator by name ('cnn', 'resnet', 'mlp') with `norm` applied to every conv/dense layer.
 
-    `norm`: None/'none' or a kind of `bssn_book.norms.NORM_KINDS` ('sn', 'ssn', 'bsn', 'bssn', 'strict');
-    `scale`, `gamma`, `n_power_iterations` and the official code's options
-    `grad_through_power_iteration`, `warmup` go to `apply_norm`. For 'strict' an example input of the
-    network's input shape is made when `example_input` is None. `kwargs` go to the class
-    (`depth=` for the CNN: 8, 12, 16, ...)."""
+def build_discriminator(
+    name,
+    norm=None,
+    scale=1.0,
+    gamma=None,
+    example_input=None,
+    n_power_iterations=1,
+    device=None,
+    grad_through_power_iteration=False,
+    warmup=True,
+    **kwargs,
+):
+    """Discriminator by name ('cnn', 'resnet', 'mlp') with `norm` applied to every
+    conv/dense layer.
+
+    `norm`: None/'none' or a kind of `bssn_book.norms.NORM_KINDS` ('sn', 'ssn',
+    'bsn', 'bssn', 'strict'); `scale`, `gamma`, `n_power_iterations` and the official
+    code's options `grad_through_power_iteration`, `warmup` go to `apply_norm`. For
+    'strict' an example input of the network's input shape is made when
+    `example_input` is None. `kwargs` go to the class (`depth=` for the CNN: 8, 12,
+    16, ...)."""
     D = _lookup(DISCRIMINATORS, name, "build_discriminator")(**kwargs)
-    if device is not None: D = D.to(device)
-    if norm is None or norm == "none": return D
-    from bssn_book.norms import apply_norm   # imported here: models must import without norms
+    if device is not None:
+        D = D.to(device)
+    if norm is None or norm == "none":
+        return D
+    # imported here: models must import without norms
+    from bssn_book.norms import apply_norm
+
     opts = dict(scale=scale, n_power_iterations=n_power_iterations)
-    if gamma is not None: opts["gamma"] = gamma
-    if grad_through_power_iteration: opts["grad_through_power_iteration"] = True
-    if not warmup: opts["warmup"] = False
+    if gamma is not None:
+        opts["gamma"] = gamma
+    if grad_through_power_iteration:
+        opts["grad_through_power_iteration"] = True
+    if not warmup:
+        opts["warmup"] = False
     if example_input is None and norm == "strict":
         p = next(D.parameters())
         example_input = torch.zeros(1, *D.input_shape, device=p.device, dtype=p.dtype)
-    if example_input is not None: opts["example_input"] = example_input
+    if example_input is not None:
+        opts["example_input"] = example_input
     return apply_norm(D, norm, **opts)

@@ -18,19 +18,30 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .spectral import _ConvOperator, _check_eps, _check_float_tensor, _check_int, conv_kwargs, conv_operator_norm, conv_output_shape, power_iteration
+from bssn_book.spectral import (
+    _ConvOperator,
+    _check_eps,
+    _check_float_tensor,
+    _check_int,
+    conv_kwargs,
+    conv_operator_norm,
+    conv_output_shape,
+    power_iteration,
+)
 
 NORM_KINDS = ("sn", "ssn", "bsn", "bssn", "strict")
 GAMMA_MODES = (None, "shared", "per_layer")
 CONV_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_LAYERS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-DENSE_LAYERS = (nn.Linear, nn.Embedding)   # a matrix (an embedding's rows are its one-hot inputs' images)
+# a matrix (an embedding's rows are its one-hot inputs' images)
+DENSE_LAYERS = (nn.Linear, nn.Embedding)
 SUPPORTED_LAYERS = DENSE_LAYERS + CONV_LAYERS + CONV_TRANSPOSE_LAYERS
-WARMUP_ITERATIONS = 15   # power iterations run once when a layer is normalized (as torch's spectral_norm)
-# the options for the official code's semantics (fjxmlzn/BSN gan/sn.py) and their defaults:
+# power iterations run once when a layer is normalized (as torch's spectral_norm)
+WARMUP_ITERATIONS = 15
+# the options for the official code's semantics (fjxmlzn/BSN gan/sn.py) and their
+# defaults:
 # a checkpoint's settings without them (saved before they existed) mean these values
 OFFICIAL_OPTIONS = {"grad_through_power_iteration": False, "warmup": True}
-
 
 # %% ../nbs/10_inside.ipynb #c0007
 def _unit(x, eps):
@@ -45,67 +56,82 @@ def _unit_norm(x, eps):
 
 
 def _sigma_rows(w, u_buf, v_buf, n, eps, training, mv=torch.mv, update=True):
-    """sigma of a matrix M from persistent unit vectors u, v: M = `w` (rows x cols, a view of the weight) with the
-    default `mv`, or, with `mv=_swapped_mv`, the swapped reshape of a 3-d `w` (below). In both, M^T u = u @ w.
+    """sigma of a matrix M from persistent unit vectors u, v: M = `w` (rows x cols, a
+    view of the weight) with the default `mv`, or, with `mv=_swapped_mv`, the swapped
+    reshape of a 3-d `w` (below). In both, M^T u = u @ w.
 
-    Training: `n` power-iteration steps under no_grad, the last one ending with t = M^T u computed *with*
-    gradient (u held constant); v = t/||t|| (held constant, stored) and sigma = <t, v> = ||t|| = u^T M v.
-    Both vectors constant make sigma linear in M, as in torch's spectral_norm and in BSN: d sigma/dM = u v^T, and
-    second derivatives (a penalty on D's weight gradients) are torch's too. Eval: sigma = u^T M v with both stored
-    vectors, as torch's (still linear in M; after an optimizer step it is not ||M^T u||).
-    `update=False` (`no_vector_updates`): the training step runs, the buffers are not written."""
+    Training: `n` power-iteration steps under no_grad, the last one ending with t =
+    M^T u computed *with* gradient (u held constant); v = t/||t|| (held constant,
+    stored) and sigma = <t, v> = ||t|| = u^T M v. Both vectors constant make sigma
+    linear in M, as in torch's spectral_norm and in BSN: d sigma/dM = u v^T, and
+    second derivatives (a penalty on D's weight gradients) are torch's too. Eval:
+    sigma = u^T M v with both stored vectors, as torch's (still linear in M; after an
+    optimizer step it is not ||M^T u||). `update=False` (`no_vector_updates`): the
+    training step runs, the buffers are not written."""
     if training:
         with torch.no_grad():
             v = _steps(w, u_buf, v_buf, n - 1, eps, mv)[1] if n > 1 else v_buf
             u = _unit(mv(w, v), eps)
-        t = torch.matmul(u, w)  # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
-        with torch.no_grad():   # transposed one, and adding that to other terms of w's gradient is slow)
+        # = M^T u; its gradient u (x) dt is laid out like w (mv(w.t(), u) gives a
+        t = torch.matmul(u, w)
+        with torch.no_grad():
+            # transposed one, and adding that to other terms of w's gradient is slow)
             v = _unit(t, eps)
-            if update:   # one fused copy of both vectors into their buffers
+            if update:  # one fused copy of both vectors into their buffers
                 torch._foreach_copy_([u_buf, v_buf], [u, v])
-    else:   # copies: a later training step updates the buffers in place, and autograd saves them
+    else:
+        # copies: a later training step updates the buffers in place, and autograd saves
+        # them
         t, v = torch.matmul(u_buf.clone(), w), v_buf.clone()
     return torch.vdot(t.view(-1), v.view(-1)) if t.dim() > 1 else torch.vdot(t, v)
 
 
 def _swapped_mv(w3, v):
-    """M v for M = `w3` (A, B, K) with its first two dims swapped, reshaped B x (A*K); v: (A, K).
+    """M v for M = `w3` (A, B, K) with its first two dims swapped, reshaped B x (A*K);
+    v: (A, K).
 
-    One gemm (v^T w3 as K x (B*K)) and the sum of its diagonal blocks: no transposed copy of the kernel."""
+    One gemm (v^T w3 as K x (B*K)) and the sum of its diagonal blocks: no transposed
+    copy of the kernel."""
     A, B, K = w3.shape
     return (v.t() @ w3.reshape(A, B * K)).view(K, B, K).diagonal(dim1=0, dim2=2).sum(-1)
 
 
 @torch.no_grad()
 def _warm_up(m, eps):
-    """Unit u, v for the matrix `m` after `WARMUP_ITERATIONS` steps, ending as torch's spectral_norm's warm-up does:
-    v = m^T u / ||m^T u||, so that u^T m v = ||m^T u|| (eval right after normalizing divides by that)."""
+    """Unit u, v for the matrix `m` after `WARMUP_ITERATIONS` steps, ending as torch's
+    spectral_norm's warm-up does: v = m^T u / ||m^T u||, so that u^T m v = ||m^T u||
+    (eval right after normalizing divides by that)."""
     _, u, _ = power_iteration(m, n_iter=WARMUP_ITERATIONS, eps=eps)
     return u, _unit(torch.matmul(u, m), eps)
 
 
 @torch.no_grad()
 def _steps(w, u, v, n, eps, mv=torch.mv):
-    """`n` >= 0 power-iteration steps for M (as in `_sigma_rows`: `w`, or with `mv=_swapped_mv` the swapped reshape
-    of a 3-d `w`; M^T u = u @ w) from unit v (n = 0: v from u). Returns unit u, v and the estimate
-    sigma = ||M^T u|| = u^T M v (each step ends with v = M^T u / ||M^T u||, so sigma comes for free).
-    n = 0 (eval): copies of the stored u, v and sigma = u^T M v from them, as torch's eval."""
+    """`n` >= 0 power-iteration steps for M (as in `_sigma_rows`: `w`, or with
+    `mv=_swapped_mv` the swapped reshape of a 3-d `w`; M^T u = u @ w) from unit v (n
+    = 0: v from u). Returns unit u, v and the estimate sigma = ||M^T u|| = u^T M v
+    (each step ends with v = M^T u / ||M^T u||, so sigma comes for free). n = 0
+    (eval): copies of the stored u, v and sigma = u^T M v from them, as torch's eval."""
     for _ in range(n):
         u = _unit(mv(w, v), eps)
         v, sigma = _unit_norm(torch.matmul(u, w), eps)
-    if n == 0:   # the caller's buffers: copies, so that autograd never saves a tensor a later step updates in place
+    if n == 0:
+        # the caller's buffers: copies, so that autograd never saves a tensor a later
+        # step updates in place
         u, v = u.clone(), v.clone()
         sigma = torch.vdot(torch.matmul(u, w).reshape(-1), v.reshape(-1))
     return u, v, sigma
 
 
 def _steps_from_u(w, u, n, eps, mv=torch.mv):
-    """`n` >= 1 power-iteration steps as the official code takes them (fjxmlzn/BSN, gan/sn.py,
-    `spectral_normed_weight`), from the stored u: v = unit(M^T u), u = unit(M v). `w`, `mv` as
-    in `_sigma_rows` (M^T u = u @ w). Every operation is differentiable (no detach: outside
-    no_grad the gradient flows through the steps, as in the official code). Returns u, v and
-    sigma = u^T M v (= ||M v||, the official `sigma`)."""
-    u = u.clone()   # autograd saves it; the buffer it came from is updated in place later
+    """`n` >= 1 power-iteration steps as the official code takes them (fjxmlzn/BSN,
+    gan/sn.py, `spectral_normed_weight`), from the stored u: v = unit(M^T u), u =
+    unit(M v). `w`, `mv` as in `_sigma_rows` (M^T u = u @ w). Every operation is
+    differentiable (no detach: outside no_grad the gradient flows through the steps,
+    as in the official code). Returns u, v and sigma = u^T M v (= ||M v||, the
+    official `sigma`)."""
+    # autograd saves it; the buffer it came from is updated in place later
+    u = u.clone()
     for _ in range(n):
         v = _unit(torch.matmul(u, w), eps)
         mv_v = mv(w, v)
@@ -115,12 +141,13 @@ def _steps_from_u(w, u, n, eps, mv=torch.mv):
 
 def _first_vectors(m, eps, warmup):
     """The persistent vectors a layer starts from, for the matrix `m` (no gradient).
-    `warmup` (the default): `_warm_up`'s. Otherwise the official code's start: u drawn from a
-    normal truncated at 2 standard deviations (TF's `truncated_normal_initializer()`, std 1),
-    made unit, with no power-iteration step; v = unit(m^T u), the half-step every access from u
-    begins with (so that eval right after normalizing divides by u^T m v = ||m^T u||, as with
-    the warm-up). The draw uses torch's global generator on the weight's device, in its dtype:
-    seeding before `apply_norm` reproduces it."""
+    `warmup` (the default): `_warm_up`'s. Otherwise the official code's start: u
+    drawn from a normal truncated at 2 standard deviations (TF's
+    `truncated_normal_initializer()`, std 1), made unit, with no power-iteration
+    step; v = unit(m^T u), the half-step every access from u begins with (so that
+    eval right after normalizing divides by u^T m v = ||m^T u||, as with the
+    warm-up). The draw uses torch's global generator on the weight's device, in its
+    dtype: seeding before `apply_norm` reproduces it."""
     if warmup:
         return _warm_up(m, eps)
     with torch.no_grad():
@@ -128,11 +155,11 @@ def _first_vectors(m, eps, warmup):
         u = _unit(nn.init.trunc_normal_(u, 0.0, 1.0, -2.0, 2.0), eps)
         return u, _unit(torch.matmul(u, m), eps)
 
-
 # %% ../nbs/10_inside.ipynb #c0011
 class _MulScalar(torch.autograd.Function):
-    """`w * r` for a 0-d tensor r. The backward computes <g, w> as one dot product; autograd's own rule for `w * r`
-    (or `w / sigma`) first builds g * w (and more) as full-size temporaries. Twice differentiable."""
+    """`w * r` for a 0-d tensor r. The backward computes <g, w> as one dot product;
+    autograd's own rule for `w * r` (or `w / sigma`) first builds g * w (and more) as
+    full-size temporaries. Twice differentiable."""
 
     @staticmethod
     def forward(ctx, w, r):
@@ -143,47 +170,76 @@ class _MulScalar(torch.autograd.Function):
     def backward(ctx, g):
         w, r = ctx.saved_tensors
         gw = g * r if ctx.needs_input_grad[0] else None
-        gr = torch.vdot(g.reshape(-1), w.reshape(-1)) if ctx.needs_input_grad[1] else None
+        gr = (
+            torch.vdot(g.reshape(-1), w.reshape(-1))
+            if ctx.needs_input_grad[1]
+            else None
+        )
         return gw, gr
 
 
-FUSED_BACKWARD_MIN_NUMEL = 2 ** 17   # below this, the Python cost of an autograd.Function exceeds what it saves
+# below this, the Python cost of an autograd.Function exceeds what it saves
+FUSED_BACKWARD_MIN_NUMEL = 2**17
 
 
 def _scale(w, r):
-    "w * r (r a 0-d tensor): through `_MulScalar` for large weights, plain autograd for small ones."
+    """w * r (r a 0-d tensor): through `_MulScalar` for large weights, plain autograd
+    for small ones."""
     return _MulScalar.apply(w, r) if w.numel() >= FUSED_BACKWARD_MIN_NUMEL else w * r
 
 
 def _check_weight(weight, who):
-    "A weight a spectral norm can be taken of: a real floating-point tensor of at least 2 dimensions (out x in [x kernel])."
+    """A weight a spectral norm can be taken of: a real floating-point tensor of at
+    least 2 dimensions (out x in [x kernel])."""
     _check_float_tensor(weight, f"{who}: the weight", min_ndim=2)
 
 
-_FAMILY = {"sn": "sn", "ssn": "sn", "bsn": "bsn", "bssn": "bsn", "strict": "strict"}   # "ssn" is "sn" with a scale
+# "ssn" is "sn" with a scale
+_FAMILY = {"sn": "sn", "ssn": "sn", "bsn": "bsn", "bssn": "bsn", "strict": "strict"}
 
 
 def _same_settings(a, b, matrix=False):
-    """Two `settings()` dicts that normalize alike ('sn' with scale 1.2 is 'ssn' with scale 1.2; on a `matrix`, where
-    every kind is SN_w, the kind does not matter; "strict"'s input_shape is compared as a tuple, so a checkpoint whose
-    settings went through JSON, where it became a list, still loads)."""
+    """Two `settings()` dicts that normalize alike ('sn' with scale 1.2 is 'ssn' with
+    scale 1.2; on a `matrix`, where every kind is SN_w, the kind does not matter;
+    "strict"'s input_shape is compared as a tuple, so a checkpoint whose settings
+    went through JSON, where it became a list, still loads)."""
     if not isinstance(a, dict):
         return False
-    a, b = {**OFFICIAL_OPTIONS, **a}, {**OFFICIAL_OPTIONS, **b}   # saved before the options: defaults
-    same = lambda k: tuple(a[k]) == tuple(b[k]) if k == "input_shape" and isinstance(a[k], (list, tuple)) else a[k] == b[k]
-    return (a.keys() == b.keys() and a.get("kind") in _FAMILY
-            and (matrix or _FAMILY[a["kind"]] == _FAMILY[b["kind"]]) and all(same(k) for k in a if k != "kind"))
+    # saved before the options: defaults
+    a, b = {**OFFICIAL_OPTIONS, **a}, {**OFFICIAL_OPTIONS, **b}
+    same = lambda k: (
+        tuple(a[k]) == tuple(b[k])
+        if k == "input_shape" and isinstance(a[k], (list, tuple))
+        else a[k] == b[k]
+    )
+    return (
+        a.keys() == b.keys()
+        and a.get("kind") in _FAMILY
+        and (matrix or _FAMILY[a["kind"]] == _FAMILY[b["kind"]])
+        and all(same(k) for k in a if k != "kind")
+    )
 
 
 def _original_key(prefix):
-    "The raw tensor's key beside a parametrization saved under `prefix` ('l.parametrizations.weight.0.')."
-    return prefix[:prefix[:-1].rfind(".") + 1] + "original"
+    """The raw tensor's key beside a parametrization saved under `prefix`
+    ('l.parametrizations.weight.0.')."""
+    return prefix[: prefix[:-1].rfind(".") + 1] + "original"
 
 
-def _load_pre_hook(norm, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-    """Before a parametrization loads: a checkpoint without our settings (torch's, or ours from before they were saved)
-    loads as it did; other settings are an error. (torch's vectors were made ours by the layer's `_layer_load_pre_hook`,
-    which sees the raw weight too.)"""
+def _load_pre_hook(
+    norm,
+    state_dict,
+    prefix,
+    local_metadata,
+    strict,
+    missing_keys,
+    unexpected_keys,
+    error_msgs,
+):
+    """Before a parametrization loads: a checkpoint without our settings (torch's, or
+    ours from before they were saved) loads as it did; other settings are an error.
+    (torch's vectors were made ours by the layer's `_layer_load_pre_hook`, which sees
+    the raw weight too.)"""
     key, mine = prefix + "_extra_state", norm.settings()
     if key not in state_dict:
         state_dict[key] = mine
@@ -193,51 +249,83 @@ def _load_pre_hook(norm, state_dict, prefix, local_metadata, strict, missing_key
 
 
 def _settings_error(where, saved, mine):
-    "The load error for a parametrization saved under `where` with settings `saved` into one with `mine`."
-    return (f"'{where}': the checkpoint's normalization is {saved}, this model's is {mine}; build the model with the "
-            "checkpoint's settings (apply_norm's kind, scale, n_power_iterations, input shape, "
-            "grad_through_power_iteration, warmup) to load it")
+    """The load error for a parametrization saved under `where` with settings `saved`
+    into one with `mine`."""
+    return (
+        f"'{where}': the checkpoint's normalization is {saved}, this "
+        f"model's is {mine}; build the model with the checkpoint's "
+        "settings (apply_norm's kind, scale, n_power_iterations, "
+        "input shape, grad_through_power_iteration, warmup) to load it"
+    )
 
 
 def _model_load_pre_hook(module, state_dict, prefix, *args):
-    """Before anything of the module `apply_norm` was called on loads: every normalized layer's saved settings must be
-    this model's, or nothing is loaded (the layers' own check, `_load_pre_hook`, reports only after torch has copied
-    the other tensors)."""
+    """Before anything of the module `apply_norm` was called on loads: every normalized
+    layer's saved settings must be this model's, or nothing is loaded (the layers'
+    own check, `_load_pre_hook`, reports only after torch has copied the other
+    tensors)."""
     bad = []
     for lname, layer in module.named_modules():
         for t, norm in _norms_of(layer):
-            where = f"{prefix}{lname + '.' if lname else ''}parametrizations.{t}.{list(layer.parametrizations[t]).index(norm)}"
+            i = list(layer.parametrizations[t]).index(norm)
+            where = f"{prefix}{lname + '.' if lname else ''}parametrizations.{t}.{i}"
             saved = state_dict.get(where + "._extra_state")
-            if saved is not None and not _same_settings(saved, norm.settings(), norm.matrix):
+            if saved is not None and not _same_settings(
+                saved, norm.settings(), norm.matrix
+            ):
                 bad.append(_settings_error(where, saved, norm.settings()))
     if bad:
-        raise RuntimeError(f"Error(s) in loading state_dict for {type(module).__name__} (nothing was loaded):\n\t"
-                           + "\n\t".join(bad))
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(module).__name__} (nothing was "
+            "loaded):\n\t" + "\n\t".join(bad)
+        )
 
 
 class _Norm(nn.Module):
-    "Base of the weight parametrizations: a divisor sigma(W) and a multiplier (constant `scale` or learnable `gamma`)."
-    kind = None   # apply_norm's kind; each subclass names its own
-    matrix = False   # True where the weight is a matrix (every kind is SN_w there)
+    """Base of the weight parametrizations: a divisor sigma(W) and a multiplier
+    (constant `scale` or learnable `gamma`)."""
 
-    def __init__(self, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12,
-                 grad_through_power_iteration=False, warmup=True):
+    kind = None  # apply_norm's kind; each subclass names its own
+    matrix = False  # True where the weight is a matrix (every kind is SN_w there)
+
+    def __init__(
+        self,
+        scale=1.0,
+        gamma=None,
+        n_power_iterations=1,
+        eps=1e-12,
+        grad_through_power_iteration=False,
+        warmup=True,
+    ):
         super().__init__()
         self.scale, self.gamma = float(scale), gamma
-        self.n_power_iterations = _check_int(n_power_iterations, f"{type(self).__name__}: n_power_iterations", 1)
+        self.n_power_iterations = _check_int(
+            n_power_iterations, f"{type(self).__name__}: n_power_iterations", 1
+        )
         self.eps = _check_eps(eps)
         self.grad_through_power_iteration = bool(grad_through_power_iteration)
         self.warmup = bool(warmup)
-        self.update_vectors = True   # False under `no_vector_updates`: training accesses write nothing
+        # False under `no_vector_updates`: training accesses write nothing
+        self.update_vectors = True
         self.register_load_state_dict_pre_hook(_load_pre_hook)
 
     def settings(self):
-        """What a checkpoint must agree on: kind, scale (None with a learnable gamma: the state_dict holds gamma),
-        n_power_iterations (and "strict"'s input shape); the options of `OFFICIAL_OPTIONS` only where they differ
-        from their defaults. Saved in the state_dict (`_extra_state`), shown in the repr."""
-        s = {"kind": self.kind, "scale": None if self.gamma is not None else self.scale,
-             "n_power_iterations": self.n_power_iterations}
-        s.update({k: getattr(self, k) for k, v in OFFICIAL_OPTIONS.items() if getattr(self, k) != v})
+        """What a checkpoint must agree on: kind, scale (None with a learnable gamma:
+        the state_dict holds gamma), n_power_iterations (and "strict"'s input shape);
+        the options of `OFFICIAL_OPTIONS` only where they differ from their defaults.
+        Saved in the state_dict (`_extra_state`), shown in the repr."""
+        s = {
+            "kind": self.kind,
+            "scale": None if self.gamma is not None else self.scale,
+            "n_power_iterations": self.n_power_iterations,
+        }
+        s.update(
+            {
+                k: getattr(self, k)
+                for k, v in OFFICIAL_OPTIONS.items()
+                if getattr(self, k) != v
+            }
+        )
         return s
 
     def extra_repr(self):
@@ -248,30 +336,38 @@ class _Norm(nn.Module):
 
     def set_extra_state(self, state):
         if not _same_settings(state, self.settings(), self.matrix):
-            raise ValueError(f"{type(self).__name__}: the saved settings {state!r} differ from this one's {self.settings()}")
+            raise ValueError(
+                f"{type(self).__name__}: the saved settings "
+                f"{state!r} differ from this one's {self.settings()}"
+            )
 
     def _adopt_torch_vectors(self, state_dict, prefix):
-        "Rewrite the power-iteration vectors of torch's spectral_norm (`_u`, `_v` under `prefix`) into ours, in place."
+        """Rewrite the power-iteration vectors of torch's spectral_norm (`_u`, `_v`
+        under `prefix`) into ours, in place."""
 
     def _finish(self, weight, sigma):
-        """W * c / sigma (c = gamma if learnable, else the constant scale); plain autograd with
-        `grad_through_power_iteration`."""
+        """W * c / sigma (c = gamma if learnable, else the constant scale); plain
+        autograd with `grad_through_power_iteration`."""
         c = self.gamma if self.gamma is not None else self.scale
-        r = sigma.reciprocal() if self.gamma is None and c == 1.0 else c / sigma   # c = 1: one graph node, not two
+        # c = 1: one graph node, not two
+        r = sigma.reciprocal() if self.gamma is None and c == 1.0 else c / sigma
         return weight * r if self.grad_through_power_iteration else _scale(weight, r)
 
     def _first_vectors(self, m):
-        "The starting u, v for the matrix `m`: warmed up, or the official start (`_first_vectors`)."
+        """The starting u, v for the matrix `m`: warmed up, or the official start
+        (`_first_vectors`)."""
         return _first_vectors(m, self.eps, self.warmup)
 
     @torch.no_grad()
     def power_step(self, weight):
-        """Run the power iteration of one training-mode access (`n_power_iterations` steps) on the
-        stored vectors with the raw `weight`, and store them (`power_iteration_update`)."""
+        """Run the power iteration of one training-mode access (`n_power_iterations`
+        steps) on the stored vectors with the raw `weight`, and store them
+        (`power_iteration_update`)."""
         raise NotImplementedError
 
     def forward(self, weight):
-        if torch.is_autocast_enabled(weight.device.type):  # sigma in the weight's own precision
+        if torch.is_autocast_enabled(weight.device.type):
+            # sigma in the weight's own precision
             with torch.autocast(weight.device.type, enabled=False):
                 return self._normalized(weight)
         return self._normalized(weight)
@@ -280,7 +376,8 @@ class _Norm(nn.Module):
         return self._finish(weight, self.sigma(weight))
 
     def right_inverse(self, value):
-        "Assigning `layer.weight = X` sets the raw weight to X (as torch's spectral_norm)."
+        """Assigning `layer.weight = X` sets the raw weight to X (as torch's
+        spectral_norm)."""
         return value
 
     @torch.no_grad()
@@ -298,16 +395,22 @@ class _Norm(nn.Module):
 
 # %% ../nbs/10_inside.ipynb #c0012
 class SpectralNormW(_Norm):
-    """SN_w (kinds "sn", "ssn"): W * c / sigma(W reshaped to a matrix with dimension `dim` first).
+    """SN_w (kinds "sn", "ssn"): W * c / sigma(W reshaped to a matrix with dimension
+    `dim` first).
 
-    `dim` = 0 for Linear/Conv (c_out x c_in*k), 1 for ConvTranspose (torch's convention). Buffers: `_u` (rows),
-    `_v` (columns; for dim=1 kept as a (c_in, k) array so that no copy of the weight is ever made)."""
+    `dim` = 0 for Linear/Conv (c_out x c_in*k), 1 for ConvTranspose (torch's
+    convention). Buffers: `_u` (rows), `_v` (columns; for dim=1 kept as a (c_in, k)
+    array so that no copy of the weight is ever made)."""
+
     kind = "sn"
 
     def __init__(self, weight, dim=0, **kw):
         _check_weight(weight, "SpectralNormW")
         if dim not in (0, 1):
-            raise ValueError(f"SpectralNormW: dim must be 0 (Linear/Conv) or 1 (ConvTranspose), got {dim!r}")
+            raise ValueError(
+                "SpectralNormW: dim must be 0 (Linear/Conv) "
+                f"or 1 (ConvTranspose), got {dim!r}"
+            )
         super().__init__(**kw)
         self.dim, self.matrix = dim, weight.dim() == 2
         w = weight.detach()
@@ -320,9 +423,14 @@ class SpectralNormW(_Norm):
         self.register_buffer("_v", v.contiguous())
 
     def _adopt_torch_vectors(self, state_dict, prefix):
-        "torch keeps a transposed convolution's v flat, (c_in*k,): the same numbers as our (c_in, k)."
+        """torch keeps a transposed convolution's v flat, (c_in*k,): the same numbers as
+        our (c_in, k)."""
         v = state_dict.get(prefix + "_v")
-        if isinstance(v, torch.Tensor) and v.shape != self._v.shape and v.numel() == self._v.numel():
+        if (
+            isinstance(v, torch.Tensor)
+            and v.shape != self._v.shape
+            and v.numel() == self._v.numel()
+        ):
             state_dict[prefix + "_v"] = v.reshape(self._v.shape)
 
     def _matrix(self, weight):
@@ -334,39 +442,47 @@ class SpectralNormW(_Norm):
     def sigma(self, weight):
         w, mv = self._matrix(weight)
         n = self.n_power_iterations
-        if self.training and self.grad_through_power_iteration:   # the official code's sigma
+        if self.training and self.grad_through_power_iteration:
+            # the official code's sigma
             u, v, sigma = _steps_from_u(w, self._u, n, self.eps, mv)
             if self.update_vectors:
                 with torch.no_grad():
                     torch._foreach_copy_([self._u, self._v], [u, v])
             return sigma
-        return _sigma_rows(w, self._u, self._v, n, self.eps, self.training, mv, self.update_vectors)
+        return _sigma_rows(
+            w, self._u, self._v, n, self.eps, self.training, mv, self.update_vectors
+        )
 
     @torch.no_grad()
     def power_step(self, weight):
         w, mv = self._matrix(weight)
         n = self.n_power_iterations
-        if self.grad_through_power_iteration:   # from u: v = unit(M^T u), u = unit(M v)
+        if self.grad_through_power_iteration:  # from u: v = unit(M^T u), u = unit(M v)
             u, v, _ = _steps_from_u(w, self._u, n, self.eps, mv)
-        else:                                   # from v: u = unit(M v), v = unit(M^T u)
+        else:  # from v: u = unit(M v), v = unit(M^T u)
             u, v, _ = _steps(w, self._u, self._v, n, self.eps, mv)
         torch._foreach_copy_([self._u, self._v], [u, v])
 
 # %% ../nbs/10_inside.ipynb #c0013
 def _rank_two(u0, v0, u1, v1, shape):
-    "u0 (x) v0 + u1 (x) v1 in the kernel's (A, B, K) layout: the gradient of sigma_0 + sigma_1 w.r.t. W (vectors fixed)."
+    """u0 (x) v0 + u1 (x) v1 in the kernel's (A, B, K) layout: the gradient of sigma_0 +
+    sigma_1 w.r.t. W (vectors fixed)."""
     A, B, K = shape
-    return torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
+    return (
+        torch.outer(u0, v0).view(A, B, K).addcmul_(u1.view(1, B, 1), v1.view(A, 1, K))
+    )
 
 
 class _BidirectionalScale(torch.autograd.Function):
-    """W * (2c / s) for s = sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (the four unit vectors held constant), with
-    s given: the power iterations return it (`_steps`). One graph node per layer instead of
-    about ten, and no weight-sized u0 (x) v0 + u1 (x) v1 in the forward; the backward,
-    g * r - (r / s) <g, W> (u0 (x) v0 + u1 (x) v1) with r = 2c/s, adds the two rank-one terms in place.
-    When the backward itself is differentiated (`create_graph=True` through this node: a penalty on D's weight
-    gradients, or second derivatives w.r.t. W), it recomputes s from W with differentiable operations, so the second
-    derivative is that of plain autograd. `c`: a float (a constant scale) or a 0-d tensor (a learnable gamma)."""
+    """W * (2c / s) for s = sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (the four
+    unit vectors held constant), with s given: the power iterations return it
+    (`_steps`). One graph node per layer instead of about ten, and no weight-sized u0
+    (x) v0 + u1 (x) v1 in the forward; the backward, g * r - (r / s) <g, W> (u0 (x)
+    v0 + u1 (x) v1) with r = 2c/s, adds the two rank-one terms in place. When the
+    backward itself is differentiated (`create_graph=True` through this node: a
+    penalty on D's weight gradients, or second derivatives w.r.t. W), it recomputes s
+    from W with differentiable operations, so the second derivative is that of plain
+    autograd. `c`: a float (a constant scale) or a 0-d tensor (a learnable gamma)."""
 
     @staticmethod
     def forward(ctx, w3, c, s, u0, v0, u1, v1):
@@ -380,18 +496,22 @@ class _BidirectionalScale(torch.autograd.Function):
         c = learnable[0] if learnable else ctx.c
         A, B, K = w3.shape
         create_graph = torch.is_grad_enabled()
-        if create_graph:   # s as a function of W (forward's s is a constant): <W, G>, as in sigma_sum
+        if create_graph:
+            # s as a function of W (forward's s is a constant): <W, G>, as in sigma_sum
             G = _rank_two(u0, v0, u1, v1, w3.shape)
             s = torch.vdot(w3.reshape(-1), G.view(-1))
         r = 2 * c / s
-        dot = torch.vdot(g.reshape(-1), w3.reshape(-1))   # <g, W>
-        beta = -r * dot / s                               # <g, W> d r / d s
+        dot = torch.vdot(g.reshape(-1), w3.reshape(-1))  # <g, W>
+        beta = -r * dot / s  # <g, W> d r / d s
         gc = 2 * dot / s if ctx.needs_input_grad[1] else None
         gw = None
         if ctx.needs_input_grad[0] and create_graph:
             gw = g * r + beta * G
         elif ctx.needs_input_grad[0]:
-            gw = torch.mul(g, r, out=torch.empty(w3.shape, dtype=w3.dtype, device=w3.device))  # contiguous
+            # contiguous
+            gw = torch.mul(
+                g, r, out=torch.empty(w3.shape, dtype=w3.dtype, device=w3.device)
+            )
             gw.view(A, B * K).addr_(u0 * beta, v0)
             gw.addcmul_((u1 * beta).view(1, B, 1), v1.view(A, 1, K))
         return gw, gc, None, None, None, None, None
@@ -400,21 +520,28 @@ class _BidirectionalScale(torch.autograd.Function):
 class BidirectionalSpectralNorm(_Norm):
     """BSN (kinds "bsn", "bssn"): W * c / ((sigma_out + sigma_in) / 2).
 
-    sigma_out: sigma of W reshaped c_out x (c_in*k) (the forward pass); sigma_in: sigma of W reshaped
-    c_in x (c_out*k) (the backward pass, a transposed convolution). Each has its own persistent vectors:
-    `_u0, _v0` for the reshape with dimension 0 first, `_u1, _v1` (shape (A, k)) for dimension 1 first.
-    Both sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1> (vectors held constant):
-    for weights of at least `FUSED_BACKWARD_MIN_NUMEL` entries through `_BidirectionalScale`, below that as one
-    inner product with that rank-two tensor."""
+    sigma_out: sigma of W reshaped c_out x (c_in*k) (the forward pass); sigma_in:
+    sigma of W reshaped c_in x (c_out*k) (the backward pass, a transposed
+    convolution). Each has its own persistent vectors: `_u0, _v0` for the reshape
+    with dimension 0 first, `_u1, _v1` (shape (A, k)) for dimension 1 first. Both
+    sigmas enter the graph at once as sigma_0 + sigma_1 = <W, u0 (x) v0 + u1 (x) v1>
+    (vectors held constant): for weights of at least `FUSED_BACKWARD_MIN_NUMEL`
+    entries through `_BidirectionalScale`, below that as one inner product with that
+    rank-two tensor."""
+
     kind = "bsn"
 
     def __init__(self, weight, transposed=False, **kw):
         _check_weight(weight, "BidirectionalSpectralNorm")
         if weight.dim() < 3:
-            raise ValueError(f"BidirectionalSpectralNorm: a convolution's weight (3 or more dimensions), got shape "
-                             f"{tuple(weight.shape)}; on a dense layer BSN is SN_w (SpectralNormW; apply_norm does this)")
+            raise ValueError(
+                "BidirectionalSpectralNorm: a convolution's weight (3 or more "
+                f"dimensions), got shape {tuple(weight.shape)}; on a dense "
+                "layer BSN is SN_w (SpectralNormW; apply_norm does this)"
+            )
         super().__init__(**kw)
-        self.transposed = transposed  # ConvTranspose weights are (c_in, c_out, k): dim 0 is the input side
+        # ConvTranspose weights are (c_in, c_out, k): dim 0 is the input side
+        self.transposed = transposed
         w = weight.detach()
         u0, v0 = self._first_vectors(w.flatten(1))
         u1, v1 = self._first_vectors(w.transpose(0, 1).flatten(1))
@@ -424,39 +551,57 @@ class BidirectionalSpectralNorm(_Norm):
         self.register_buffer("_v1", v1.view(w.shape[0], -1).contiguous())
 
     def _adopt_torch_vectors(self, state_dict, prefix):
-        """torch's spectral_norm has the vectors of one reshape (dimension 1 first for ConvTranspose, else 0): they
-        become that pair; the other pair is warmed up on the checkpoint's raw weight, as `__init__` does."""
+        """torch's spectral_norm has the vectors of one reshape (dimension 1 first for
+        ConvTranspose, else 0): they become that pair; the other pair is warmed up on
+        the checkpoint's raw weight, as `__init__` does."""
         if prefix + "_u" not in state_dict or prefix + "_u0" in state_dict:
             return
         u, v = state_dict.pop(prefix + "_u"), state_dict.pop(prefix + "_v", None)
         w = state_dict.get(_original_key(prefix))
         if not isinstance(w, torch.Tensor) or v is None:
-            raise ValueError(f"'{prefix[:-1]}': a checkpoint of torch's spectral_norm without its raw weight "
-                             f"('{_original_key(prefix)}') or '_v' cannot give BSN its second pair of vectors; load "
-                             "the whole layer's state_dict")
+            raise ValueError(
+                f"'{prefix[:-1]}': a checkpoint of torch's spectral_norm without "
+                f"its raw weight ('{_original_key(prefix)}') or '_v' cannot give "
+                "BSN its second pair of vectors; load the whole layer's state_dict"
+            )
         w = w.detach().to(self._u0)
         if self.transposed:
             u0, v0 = _warm_up(w.flatten(1), self.eps)
             u1, v1 = u, v.reshape(self._v1.shape)
         else:
-            u0, v0 = u, v.reshape(self._v0.shape) if v.numel() == self._v0.numel() else v
+            u0, v0 = (
+                u,
+                v.reshape(self._v0.shape) if v.numel() == self._v0.numel() else v,
+            )
             u1, v1 = _warm_up(w.transpose(0, 1).flatten(1), self.eps)
             v1 = v1.view(self._v1.shape)
-        state_dict.update({prefix + "_u0": u0, prefix + "_v0": v0, prefix + "_u1": u1, prefix + "_v1": v1})
+        state_dict.update(
+            {
+                prefix + "_u0": u0,
+                prefix + "_v0": v0,
+                prefix + "_u1": u1,
+                prefix + "_v1": v1,
+            }
+        )
 
     def _vectors(self, w3):
-        """The four unit vectors after this access's power iteration (none in eval mode: the stored ones), and the two
-        estimates sigma_0 = u0^T W v0, sigma_1 = u1^T M v1 (no gradient); updates the buffers in training mode."""
+        """The four unit vectors after this access's power iteration (none in eval mode:
+        the stored ones), and the two estimates sigma_0 = u0^T W v0, sigma_1 = u1^T M
+        v1 (no gradient); updates the buffers in training mode."""
         n = self.n_power_iterations if self.training else 0
         u0, v0, s0 = _steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
         u1, v1, s1 = _steps(w3, self._u1, self._v1, n, self.eps, _swapped_mv)
         if self.training and self.update_vectors:
-            with torch.no_grad():  # one fused in-place copy of the four vectors into their buffers
-                torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
+            with torch.no_grad():
+                # one fused in-place copy of the four vectors into their buffers
+                torch._foreach_copy_(
+                    [self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1]
+                )
         return u0, v0, s0, u1, v1, s1
 
     def sigma_sum(self, weight):
-        "sigma_0 + sigma_1 with gradient (one inner product with a rank-two tensor built without gradient)."
+        """sigma_0 + sigma_1 with gradient (one inner product with a rank-two tensor
+        built without gradient)."""
         w3 = weight.flatten(2)
         u0, v0, _, u1, v1, _ = self._vectors(w3)
         with torch.no_grad():
@@ -464,15 +609,18 @@ class BidirectionalSpectralNorm(_Norm):
         return torch.vdot(w3.reshape(-1), G.view(-1))
 
     def _official_sum(self, weight):
-        """sigma_0 + sigma_1 as the official code computes them (gan/op.py `conv2d`, sn_mode "BSN":
-        `spectral_normed_weight` of W and of W with its channel dims swapped, `transpose=True`):
-        each from its stored u, with the gradient through the power-iteration steps."""
+        """sigma_0 + sigma_1 as the official code computes them (gan/op.py `conv2d`,
+        sn_mode "BSN": `spectral_normed_weight` of W and of W with its channel dims
+        swapped, `transpose=True`): each from its stored u, with the gradient through
+        the power-iteration steps."""
         w3, n = weight.flatten(2), self.n_power_iterations
         u0, v0, s0 = _steps_from_u(w3.flatten(1), self._u0, n, self.eps)
         u1, v1, s1 = _steps_from_u(w3, self._u1, n, self.eps, _swapped_mv)
         if self.update_vectors:
             with torch.no_grad():
-                torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
+                torch._foreach_copy_(
+                    [self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1]
+                )
         return s0 + s1
 
     def sigma(self, weight):
@@ -483,10 +631,12 @@ class BidirectionalSpectralNorm(_Norm):
     @torch.no_grad()
     def power_step(self, weight):
         w3, n = weight.flatten(2), self.n_power_iterations
-        if self.grad_through_power_iteration:   # each pair from its u, as the official code
+        if self.grad_through_power_iteration:
+            # each pair from its u, as the official code
             u0, v0, _ = _steps_from_u(w3.flatten(1), self._u0, n, self.eps)
             u1, v1, _ = _steps_from_u(w3, self._u1, n, self.eps, _swapped_mv)
-        else:                                   # each pair from its v, as a training access
+        else:
+            # each pair from its v, as a training access
             u0, v0, _ = _steps(w3.flatten(1), self._u0, self._v0, n, self.eps)
             u1, v1, _ = _steps(w3, self._u1, self._v1, n, self.eps, _swapped_mv)
         torch._foreach_copy_([self._u0, self._v0, self._u1, self._v1], [u0, v0, u1, v1])
@@ -494,7 +644,7 @@ class BidirectionalSpectralNorm(_Norm):
     def _normalized(self, weight):
         "W * c / ((sigma_0 + sigma_1) / 2) = W * (2c / (sigma_0 + sigma_1))."
         c = self.gamma if self.gamma is not None else self.scale
-        if self.training and self.grad_through_power_iteration:   # plain autograd
+        if self.training and self.grad_through_power_iteration:  # plain autograd
             return weight * ((2 * c) / self._official_sum(weight))
         if weight.numel() < FUSED_BACKWARD_MIN_NUMEL:
             return weight * ((2 * c) / self.sigma_sum(weight))
@@ -516,26 +666,59 @@ class BidirectionalSpectralNorm(_Norm):
 
 # %% ../nbs/10_inside.ipynb #c0014
 class OperatorNorm(_Norm):
-    """SN_Conv (kind "strict"): W * c / ||conv_W||, the operator norm of the (transposed) convolution on inputs
-    of shape `input_shape` (C, *spatial), stride, padding and dilation included. Buffer `_x`: a persistent unit
-    image of shape (1, *input_shape); each training access runs `n_power_iterations` steps x <- A^T A x / ||.||,
-    then sigma = ||A x|| with gradient (x held constant). On a layer, `apply_norm` refuses inputs of another shape."""
+    """SN_Conv (kind "strict"): W * c / ||conv_W||, the operator norm of the
+    (transposed) convolution on inputs of shape `input_shape` (C, *spatial), stride,
+    padding and dilation included. Buffer `_x`: a persistent unit image of shape (1,
+    *input_shape); each training access runs `n_power_iterations` steps x <- A^T A x
+    / ||.||, then sigma = ||A x|| with gradient (x held constant). On a layer,
+    `apply_norm` refuses inputs of another shape."""
+
     kind = "strict"
 
-    def __init__(self, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-                 transposed=False, output_padding=0, **kw):
+    def __init__(
+        self,
+        weight,
+        input_shape,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        padding_mode="zeros",
+        transposed=False,
+        output_padding=0,
+        **kw,
+    ):
         super().__init__(**kw)
-        self.conv_kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                padding_mode=padding_mode, transposed=transposed, output_padding=output_padding)
-        try:   # the operator and its adjoint are spectral's, which checks every shape and argument
+        self.conv_kwargs = dict(
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+            transposed=transposed,
+            output_padding=output_padding,
+        )
+        try:
+            # the operator and its adjoint are spectral's, which checks every shape and
+            # argument
             self._op = _ConvOperator(weight.detach(), input_shape, **self.conv_kwargs)
         except (TypeError, ValueError) as e:
             raise ValueError(f"OperatorNorm: {e}") from None
-        self.input_shape, self.output_shape, self.transposed = self._op.in_shape, self._op.out_shape, transposed
+        self.input_shape, self.output_shape, self.transposed = (
+            self._op.in_shape,
+            self._op.out_shape,
+            transposed,
+        )
         if self.warmup:
-            _, x = conv_operator_norm(weight.detach(), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
-                                      **self.conv_kwargs)
-        else:   # as `_first_vectors`: a truncated-normal unit image, no step
+            _, x = conv_operator_norm(
+                weight.detach(),
+                self.input_shape,
+                n_iter=WARMUP_ITERATIONS,
+                eps=self.eps,
+                **self.conv_kwargs,
+            )
+        else:  # as `_first_vectors`: a truncated-normal unit image, no step
             x = torch.empty(self.input_shape, dtype=weight.dtype, device=weight.device)
             x = _unit(nn.init.trunc_normal_(x, 0.0, 1.0, -2.0, 2.0), self.eps)
         self.register_buffer("_x", x.unsqueeze(0).contiguous())
@@ -544,16 +727,25 @@ class OperatorNorm(_Norm):
         return {**super().settings(), "input_shape": tuple(self.input_shape)}
 
     def _adopt_torch_vectors(self, state_dict, prefix):
-        "torch's spectral_norm vectors say nothing about the operator norm: `_x` is warmed up on the checkpoint's weight."
+        """torch's spectral_norm vectors say nothing about the operator norm: `_x` is
+        warmed up on the checkpoint's weight."""
         if prefix + "_u" not in state_dict or prefix + "_x" in state_dict:
             return
         state_dict.pop(prefix + "_u"), state_dict.pop(prefix + "_v", None)
         w = state_dict.get(_original_key(prefix))
         if not isinstance(w, torch.Tensor):
-            raise ValueError(f"'{prefix[:-1]}': a checkpoint of torch's spectral_norm without its raw weight "
-                             f"('{_original_key(prefix)}') cannot give 'strict' its vector; load the whole layer's state_dict")
-        _, x = conv_operator_norm(w.detach().to(self._x), self.input_shape, n_iter=WARMUP_ITERATIONS, eps=self.eps,
-                                  **self.conv_kwargs)
+            raise ValueError(
+                f"'{prefix[:-1]}': a checkpoint of torch's spectral_norm "
+                f"without its raw weight ('{_original_key(prefix)}') cannot "
+                "give 'strict' its vector; load the whole layer's state_dict"
+            )
+        _, x = conv_operator_norm(
+            w.detach().to(self._x),
+            self.input_shape,
+            n_iter=WARMUP_ITERATIONS,
+            eps=self.eps,
+            **self.conv_kwargs,
+        )
         state_dict[prefix + "_x"] = x.unsqueeze(0)
 
     @torch.no_grad()
@@ -580,7 +772,8 @@ class OperatorNorm(_Norm):
 
 # %% ../nbs/10_inside.ipynb #c0015
 class GammaScale(nn.Module):
-    "Bias parametrization of the learnable-gamma variants: b -> gamma * b (gamma shared with the weight's)."
+    """Bias parametrization of the learnable-gamma variants: b -> gamma * b (gamma
+    shared with the weight's)."""
 
     def __init__(self, gamma):
         super().__init__()
@@ -594,7 +787,8 @@ class GammaScale(nn.Module):
 
 # %% ../nbs/10_inside.ipynb #c0016
 class DenseBidirectionalSpectralNorm(SpectralNormW):
-    "BSN on a dense layer: W and W^T have the same spectral norm, so BSN is SN there (one pair of vectors)."
+    """BSN on a dense layer: W and W^T have the same spectral norm, so BSN is SN there
+    (one pair of vectors)."""
 
     @torch.no_grad()
     def estimates(self, weight):
@@ -604,62 +798,129 @@ class DenseBidirectionalSpectralNorm(SpectralNormW):
 # %% ../nbs/10_inside.ipynb #c0018
 def _label(name, layer):
     "How error messages name a layer: its qualified name in the model and its type."
-    return f"layer '{name}' ({type(layer).__name__})" if name else f"the {type(layer).__name__} passed"
+    return (
+        f"layer '{name}' ({type(layer).__name__})"
+        if name
+        else f"the {type(layer).__name__} passed"
+    )
 
 
 def _check_positive_real(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"apply_norm: {name} must be a positive finite number, got {value!r}")
+        raise TypeError(
+            f"apply_norm: {name} must be a positive finite number, got {value!r}"
+        )
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"apply_norm: {name} must be a positive finite number, got {value!r}")
+        raise ValueError(
+            f"apply_norm: {name} must be a positive finite number, got {value!r}"
+        )
     return float(value)
 
 
 def _reparametrized(layer, tname="weight"):
-    "Why the layer's tensor `tname` cannot be normalized (again) (a description), or None when it can."
+    """Why the layer's tensor `tname` cannot be normalized (again) (a description), or
+    None when it can."""
     if parametrize.is_parametrized(layer, tname):
-        found = {t: [type(p).__name__ for p in plist] for t, plist in layer.parametrizations.items()}
-        who = "apply_norm" if is_normalized(layer) else "another parametrization (e.g. torch's spectral_norm)"
-        return (f"is already normalized/reparametrized by {who}: parametrizations {found}; "
-                "call remove_norm (or torch.nn.utils.parametrize.remove_parametrizations) first")
+        found = {
+            t: [type(p).__name__ for p in plist]
+            for t, plist in layer.parametrizations.items()
+        }
+        who = (
+            "apply_norm"
+            if is_normalized(layer)
+            else "another parametrization (e.g. torch's spectral_norm)"
+        )
+        return (
+            f"is already normalized/reparametrized by {who}: "
+            f"parametrizations {found}; call remove_norm (or "
+            "torch.nn.utils.parametrize.remove_parametrizations) first"
+        )
     for hook in layer._forward_pre_hooks.values():
         if type(hook).__name__ in ("SpectralNorm", "WeightNorm"):
-            return (f"already has torch.nn.utils.{type(hook).__name__.lower().replace('norm', '_norm')} "
-                    "(the hook-based version); remove it first")
+            fn = type(hook).__name__.lower().replace("norm", "_norm")
+            return (
+                f"already has torch.nn.utils.{fn} (the "
+                "hook-based version); remove it first"
+            )
     p = layer._parameters.get(tname)
     if not isinstance(p, nn.Parameter):
-        return f"has no parameter {tname!r} of its own to normalize (its parameters: {list(layer._parameters)})"
+        return (
+            f"has no parameter {tname!r} of its own to normalize "
+            f"(its parameters: {list(layer._parameters)})"
+        )
     if isinstance(p, nn.parameter.UninitializedParameter):
-        return "is a lazy layer whose weight is not initialized yet; run one forward pass first"
+        return (
+            "is a lazy layer whose weight is not initialized yet; "
+            "run one forward pass first"
+        )
     if not p.is_floating_point():
         return f"has a {tname} of dtype {p.dtype}, not floating point"
     if p.dim() < 2:
-        return (f"has a {p.dim()}-D {tname!r}: a spectral norm is taken of a matrix or a kernel (torch's spectral_norm "
-                "divides a vector by its Euclidean norm; apply_norm does not)")
+        return (
+            f"has a {p.dim()}-D {tname!r}: a spectral norm is taken "
+            "of a matrix or a kernel (torch's spectral_norm divides "
+            "a vector by its Euclidean norm; apply_norm does not)"
+        )
     return None
 
 
-_SCALE_FREE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-               nn.Dropout3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn.ZeroPad1d,
-               nn.ZeroPad2d, nn.ZeroPad3d)   # f(a x) = a f(x) for a > 0: a layer's scale passes through them
-NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)   # a bias is a mean there
+_SCALE_FREE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.Identity,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Upsample,
+    nn.ZeroPad1d,
+    # f(a x) = a f(x) for a > 0: a layer's scale passes through them
+    nn.ZeroPad2d,
+    nn.ZeroPad3d,
+)
+NORM_LAYERS = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+# a bias is a mean there
+_PER_CHANNEL_NORMS = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def _passes_scale(m):
-    """Whether f(a x) = a f(x) for a > 0, so that a scale before `m` reaches the layer after it: the `_SCALE_FREE`
-    layers, and a Linear/Conv/ConvTranspose without bias (normalized or not: a linear map)."""
-    return isinstance(m, _SCALE_FREE) or (isinstance(m, (nn.Linear,) + CONV_LAYERS + CONV_TRANSPOSE_LAYERS)
-                                          and getattr(m, "bias", None) is None)
+    """Whether f(a x) = a f(x) for a > 0, so that a scale before `m` reaches the layer
+    after it: the `_SCALE_FREE` layers, and a Linear/Conv/ConvTranspose without bias
+    (normalized or not: a linear map)."""
+    return isinstance(m, _SCALE_FREE) or (
+        isinstance(m, (nn.Linear,) + CONV_LAYERS + CONV_TRANSPOSE_LAYERS)
+        and getattr(m, "bias", None) is None
+    )
 
 
 def _scale_cancelled(module, normalized):
-    """(normalized layer, normalization layer after it) pairs, by qualified name: inside every nn.Sequential of
-    `module`, a layer of `normalized` (ids) followed by one of `NORM_LAYERS`, directly or through layers that pass a positive scale on (`_passes_scale`).
-    Such a layer divides its input by the input's spread, so the layer's 1/sigma and c are divided out. A normalized
-    layer with a bias counts only where a BatchNorm/InstanceNorm follows it directly (they subtract a per-channel mean,
-    the bias with it); elsewhere f(a z + b) is not a f(z + b), and its scale acts."""
+    """(normalized layer, normalization layer after it) pairs, by qualified name: inside
+    every nn.Sequential of `module`, a layer of `normalized` (ids) followed by one of
+    `NORM_LAYERS`, directly or through layers that pass a positive scale on
+    (`_passes_scale`). Such a layer divides its input by the input's spread, so the
+    layer's 1/sigma and c are divided out. A normalized layer with a bias counts only
+    where a BatchNorm/InstanceNorm follows it directly (they subtract a per-channel
+    mean, the bias with it); elsewhere f(a z + b) is not a f(z + b), and its scale
+    acts."""
     found = []
     for sname, seq in module.named_modules():
         if not isinstance(seq, nn.Sequential):
@@ -669,22 +930,41 @@ def _scale_cancelled(module, normalized):
             if id(m) not in normalized:
                 continue
             biased = getattr(m, "bias", None) is not None
-            for j, (n2, m2) in enumerate(kids[i + 1:]):
-                if isinstance(m2, NORM_LAYERS) and (not biased or (j == 0 and isinstance(m2, _PER_CHANNEL_NORMS))):
-                    found.append((f"{sname}.{n}" if sname else n, f"{sname}.{n2}" if sname else n2, type(m2).__name__))
+            for j, (n2, m2) in enumerate(kids[i + 1 :]):
+                if isinstance(m2, NORM_LAYERS) and (
+                    not biased or (j == 0 and isinstance(m2, _PER_CHANNEL_NORMS))
+                ):
+                    found.append(
+                        (
+                            f"{sname}.{n}" if sname else n,
+                            f"{sname}.{n2}" if sname else n2,
+                            type(m2).__name__,
+                        )
+                    )
                 if not _passes_scale(m2):
                     break
     return found
 
 
-def _layer_load_pre_hook(layer, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-    """A checkpoint of torch's spectral_norm loads into a layer of ours: the hook-based version's keys (`<name>_orig`,
-    `_u`, `_v`) become the parametrized ones, then its vectors become ours (`_adopt_torch_vectors`)."""
+def _layer_load_pre_hook(
+    layer,
+    state_dict,
+    prefix,
+    local_metadata,
+    strict,
+    missing_keys,
+    unexpected_keys,
+    error_msgs,
+):
+    """A checkpoint of torch's spectral_norm loads into a layer of ours: the hook-based
+    version's keys (`<name>_orig`, `_u`, `_v`) become the parametrized ones, then its
+    vectors become ours (`_adopt_torch_vectors`)."""
     for t, norm in _norms_of(layer):
         old, new = prefix + t, f"{prefix}parametrizations.{t}."
         i = list(layer.parametrizations[t]).index(norm)
         if old + "_orig" in state_dict:
-            state_dict.pop(old, None)   # very old versions saved the normalized weight too
+            # very old versions saved the normalized weight too
+            state_dict.pop(old, None)
             state_dict[new + "original"] = state_dict.pop(old + "_orig")
             for s in ("_u", "_v"):
                 if old + s in state_dict:
@@ -696,32 +976,45 @@ def _layer_load_pre_hook(layer, state_dict, prefix, local_metadata, strict, miss
 
 
 def _check_input_shape(layer, args):
-    "Forward pre-hook of a 'strict' layer: its divisor is the operator norm on inputs of one shape, checked here."
+    """Forward pre-hook of a 'strict' layer: its divisor is the operator norm on inputs
+    of one shape, checked here."""
     for _, norm in _norms_of(layer):
-        if isinstance(norm, OperatorNorm) and tuple(args[0].shape[1:]) != tuple(norm.input_shape):
-            raise ValueError(f"{type(layer).__name__} normalized with kind 'strict' for inputs of shape "
-                             f"{tuple(norm.input_shape)} (without the batch) got {tuple(args[0].shape[1:])}: its "
-                             "operator norm depends on the input size; apply_norm again with an example_input of this size")
+        if isinstance(norm, OperatorNorm) and tuple(args[0].shape[1:]) != tuple(
+            norm.input_shape
+        ):
+            raise ValueError(
+                f"{type(layer).__name__} normalized with kind 'strict' for inputs "
+                f"of shape {tuple(norm.input_shape)} (without the batch) got "
+                f"{tuple(args[0].shape[1:])}: its operator norm depends on the "
+                "input size; apply_norm again with an example_input of this size"
+            )
 
 
 def _record_input_shapes(module, layers, example_input):
-    "Input shape (without batch) of every layer in `layers` during one eval/no_grad forward of `example_input`."
+    """Input shape (without batch) of every layer in `layers` during one eval/no_grad
+    forward of `example_input`."""
     shapes, conflicts, hooks = {}, {}, []
     for name, layer in layers:
+
         def hook(mod, args, name=name):
             s = tuple(args[0].shape[1:])
             if shapes.setdefault(name, s) != s:
                 conflicts[name] = (shapes[name], s)
+
         hooks.append(layer.register_forward_pre_hook(hook))
     flags = [(m, m.training) for m in module.modules()]
-    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    inputs = (
+        example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    )
     try:
         module.eval()
         with torch.no_grad():
             module(*inputs)
     except Exception as e:
-        raise ValueError(f"apply_norm: example_input could not be run through the model: "
-                         f"{type(e).__name__}: {e}") from e
+        raise ValueError(
+            "apply_norm: example_input could not be run "
+            f"through the model: {type(e).__name__}: {e}"
+        ) from e
     finally:
         for h in hooks:
             h.remove()
@@ -729,8 +1022,10 @@ def _record_input_shapes(module, layers, example_input):
             m.training = t
     for name, (a, b) in conflicts.items():
         layer = dict(layers)[name]
-        raise ValueError(f"apply_norm: {_label(name, layer)} is called on inputs of different shapes {a} and {b}; "
-                         "'strict' needs one input shape per layer")
+        raise ValueError(
+            f"apply_norm: {_label(name, layer)} is called on inputs of different "
+            f"shapes {a} and {b}; 'strict' needs one input shape per layer"
+        )
     return shapes
 
 
@@ -742,111 +1037,206 @@ def _make_norm(kind, layer, input_shape, kw, tname="weight"):
     if kind in ("sn", "ssn") or (kind == "strict" and dense):
         norm = SpectralNormW(w, dim=1 if transposed else 0, **kw)
     elif kind in ("bsn", "bssn"):
-        norm = (DenseBidirectionalSpectralNorm(w, **kw) if dense
-                else BidirectionalSpectralNorm(w, transposed=transposed, **kw))
+        norm = (
+            DenseBidirectionalSpectralNorm(w, **kw)
+            if dense
+            else BidirectionalSpectralNorm(w, transposed=transposed, **kw)
+        )
     else:
         norm = OperatorNorm(w, input_shape, **conv_kwargs(layer), **kw)
     norm.kind = kind
     return norm
 
 
-def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps=1e-12,
-               input_shape=None, example_input=None, name="weight",
-               grad_through_power_iteration=False, warmup=True):
-    """Normalize the weight of `module` (a Linear/Embedding/Conv/ConvTranspose layer) or of every such layer inside it.
+def apply_norm(
+    module,
+    kind,
+    *,
+    scale=1.0,
+    gamma=None,
+    n_power_iterations=1,
+    eps=1e-12,
+    input_shape=None,
+    example_input=None,
+    name="weight",
+    grad_through_power_iteration=False,
+    warmup=True,
+):
+    """Normalize the weight of `module` (a Linear/Embedding/Conv/ConvTranspose layer) or
+    of every such layer inside it.
 
-    `kind`: "sn"/"ssn" (SN_w: sigma of the reshaped kernel), "bsn"/"bssn" (mean of the forward and backward
-    reshapes' sigmas), "strict" (SN_Conv: the convolution's operator norm on the layer's input shape; needs
-    `input_shape=(C, *spatial)` for one layer or `example_input=` for a model). The normalized weight is
-    multiplied by `scale` (every kind; "ssn"/"bssn" are the paper's names for a scale != 1) or, with
-    `gamma="shared"`/`"per_layer"`, by a learnable gamma (initialized to `scale`) that multiplies the bias too.
-    `name`: another parameter of `module` itself (at least 2-D; torch's `name=`), for "sn"/"ssn" and, on a matrix,
+    `kind`: "sn"/"ssn" (SN_w: sigma of the reshaped kernel), "bsn"/"bssn" (mean of
+    the forward and backward reshapes' sigmas), "strict" (SN_Conv: the convolution's
+    operator norm on the layer's input shape; needs `input_shape=(C, *spatial)` for
+    one layer or `example_input=` for a model). The normalized weight is multiplied
+    by `scale` (every kind; "ssn"/"bssn" are the paper's names for a scale != 1) or,
+    with `gamma="shared"`/`"per_layer"`, by a learnable gamma (initialized to
+    `scale`) that multiplies the bias too. `name`: another parameter of `module`
+    itself (at least 2-D; torch's `name=`), for "sn"/"ssn" and, on a matrix,
     "bsn"/"bssn" (SN there); "strict" and `gamma` are for a layer's weight only.
-    Everything is validated before anything changes; on error the module is left as it was. Warns when a normalized
-    layer is followed, inside an nn.Sequential, by a BatchNorm/GroupNorm/LayerNorm/InstanceNorm that divides its scale
-    out; only inside `module`: a loop that calls apply_norm on one layer at a time gets no such warning (normalize the
-    container to get the check).
+    Everything is validated before anything changes; on error the module is left as
+    it was. Warns when a normalized layer is followed, inside an nn.Sequential, by a
+    BatchNorm/GroupNorm/LayerNorm/InstanceNorm that divides its scale out; only
+    inside `module`: a loop that calls apply_norm on one layer at a time gets no such
+    warning (normalize the container to get the check).
 
     The official code's semantics (fjxmlzn/BSN, gan/sn.py), both off by default:
-    `grad_through_power_iteration=True`: a training-mode access takes the power-iteration step from the
-    stored u (v = unit(W^T u), u' = unit(W v), sigma = u'^T W v) with the gradient flowing through it,
-    where by default u and v are held constant (as torch's spectral_norm); not for "strict".
-    `warmup=False`: the vectors start from a truncated-normal draw of u (torch's global generator) with
-    no warm-up iterations (`WARMUP_ITERATIONS` by default). Both are stored in the settings.
-    See also `no_vector_updates` and `power_iteration_update`. Returns `module`."""
+    `grad_through_power_iteration=True`: a training-mode access takes the
+    power-iteration step from the stored u (v = unit(W^T u), u' = unit(W v), sigma =
+    u'^T W v) with the gradient flowing through it, where by default u and v are held
+    constant (as torch's spectral_norm); not for "strict". `warmup=False`: the
+    vectors start from a truncated-normal draw of u (torch's global generator) with
+    no warm-up iterations (`WARMUP_ITERATIONS` by default). Both are stored in the
+    settings. See also `no_vector_updates` and `power_iteration_update`. Returns
+    `module`."""
     if kind not in NORM_KINDS:
         raise ValueError(f"apply_norm: kind must be one of {NORM_KINDS}, got {kind!r}")
     scale = _check_positive_real(scale, "scale")
     eps = _check_positive_real(eps, "eps")
     if gamma not in GAMMA_MODES:
-        raise ValueError(f"apply_norm: gamma must be one of {GAMMA_MODES}, got {gamma!r}")
-    n_power_iterations = _check_int(n_power_iterations, "apply_norm: n_power_iterations", 1)
-    for opt, value in (("grad_through_power_iteration", grad_through_power_iteration), ("warmup", warmup)):
+        raise ValueError(
+            f"apply_norm: gamma must be one of {GAMMA_MODES}, got {gamma!r}"
+        )
+    n_power_iterations = _check_int(
+        n_power_iterations, "apply_norm: n_power_iterations", 1
+    )
+    for opt, value in (
+        ("grad_through_power_iteration", grad_through_power_iteration),
+        ("warmup", warmup),
+    ):
         if not isinstance(value, bool):
             raise TypeError(f"apply_norm: {opt} must be True or False, got {value!r}")
     if grad_through_power_iteration and kind == "strict":
-        raise ValueError("apply_norm: grad_through_power_iteration=True is the official code's SN_w/BSN "
-                         "(gan/sn.py), which has no kind 'strict'; use 'sn'/'bsn' or leave it False")
+        raise ValueError(
+            "apply_norm: grad_through_power_iteration=True is "
+            "the official code's SN_w/BSN (gan/sn.py), which has "
+            "no kind 'strict'; use 'sn'/'bsn' or leave it False"
+        )
     if not isinstance(module, nn.Module):
-        raise TypeError(f"apply_norm: module must be a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(
+            f"apply_norm: module must be a torch.nn.Module, got {type(module).__name__}"
+        )
     if not isinstance(name, str) or not name.isidentifier():
-        raise TypeError(f"apply_norm: name must be a parameter name (a string), got {name!r}")
+        raise TypeError(
+            f"apply_norm: name must be a parameter name (a string), got {name!r}"
+        )
     if name != "weight":
         why = _reparametrized(module, name)
         if why is None and kind == "strict":
-            why = f"cannot take kind 'strict' on {name!r}: the operator norm is that of a layer's convolution (its weight)"
+            why = (
+                f"cannot take kind 'strict' on {name!r}: the operator norm is that of "
+                "a layer's convolution (its weight)"
+            )
         if why is None and gamma is not None:
-            why = f"cannot take gamma= on {name!r}: a learnable gamma scales a layer's weight and bias together"
-        if why is None and kind in ("bsn", "bssn") and module._parameters[name].dim() > 2:
-            why = (f"cannot take kind {kind!r} on the {module._parameters[name].dim()}-D {name!r}: BSN needs to know "
-                   "which dimension is a convolution's input side (a Conv/ConvTranspose 'weight'); 'sn' can")
+            why = (
+                f"cannot take gamma= on {name!r}: a learnable "
+                "gamma scales a layer's weight and bias together"
+            )
+        if (
+            why is None
+            and kind in ("bsn", "bssn")
+            and module._parameters[name].dim() > 2
+        ):
+            why = (
+                f"cannot take kind {kind!r} on the {module._parameters[name].dim()}-D "
+                f"{name!r}: BSN needs to know which dimension is a convolution's "
+                "input side (a Conv/ConvTranspose 'weight'); 'sn' can"
+            )
         if why is not None:
             raise ValueError(f"apply_norm: {_label('', module)} {why}")
-    layers = ([(n, m) for n, m in module.named_modules() if isinstance(m, SUPPORTED_LAYERS)] if name == "weight"
-              else [("", module)])
+    layers = (
+        [(n, m) for n, m in module.named_modules() if isinstance(m, SUPPORTED_LAYERS)]
+        if name == "weight"
+        else [("", module)]
+    )
     if not layers:
-        raise TypeError(f"apply_norm: {type(module).__name__} is not a supported layer and contains none "
-                        f"(supported: {', '.join(t.__name__ for t in SUPPORTED_LAYERS)})")
+        raise TypeError(
+            f"apply_norm: {type(module).__name__} is not a "
+            "supported layer and contains none (supported: "
+            f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)})"
+        )
     for lname, layer in layers:
         why = _reparametrized(layer, name)
         if why is not None:
             raise ValueError(f"apply_norm: {_label(lname, layer)} {why}")
     shapes = {}
-    convs = [(n, m) for n, m in layers if not isinstance(m, DENSE_LAYERS)] if name == "weight" else []
+    convs = (
+        [(n, m) for n, m in layers if not isinstance(m, DENSE_LAYERS)]
+        if name == "weight"
+        else []
+    )
     if kind == "strict" and convs:
         if example_input is not None:
             shapes = _record_input_shapes(module, convs, example_input)
         elif input_shape is not None:
             if len(convs) != 1:
-                raise ValueError(f"apply_norm: input_shape= describes one layer but {type(module).__name__} has "
-                                 f"{len(convs)} convolutions; pass example_input= (a batch) for a model")
-            if (isinstance(input_shape, torch.Size) or isinstance(input_shape, (tuple, list))) and all(
-                    isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_shape):
+                raise ValueError(
+                    "apply_norm: input_shape= describes one layer but "
+                    f"{type(module).__name__} has {len(convs)} convolutions; "
+                    "pass example_input= (a batch) for a model"
+                )
+            if (
+                isinstance(input_shape, torch.Size)
+                or isinstance(input_shape, (tuple, list))
+            ) and all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                for s in input_shape
+            ):
                 shapes = {convs[0][0]: tuple(int(s) for s in input_shape)}
             else:
-                raise TypeError(f"apply_norm: input_shape must be a tuple of ints (C, *spatial), got {input_shape!r}")
+                raise TypeError(
+                    "apply_norm: input_shape must be a tuple "
+                    f"of ints (C, *spatial), got {input_shape!r}"
+                )
         else:
             lname, layer = convs[0]
-            raise ValueError(f"apply_norm: kind 'strict' needs the input shape of {_label(lname, layer)}: pass "
-                             "input_shape=(C, *spatial) for a single layer or example_input= (a batch) for a model")
+            raise ValueError(
+                "apply_norm: kind 'strict' needs the input shape of "
+                f"{_label(lname, layer)}: pass input_shape=(C, *spatial) "
+                "for a single layer or example_input= (a batch) for a model"
+            )
         for lname, layer in convs:
             if lname not in shapes:
-                raise ValueError(f"apply_norm: {_label(lname, layer)} is not called when example_input runs through "
-                                 "the model, so its input shape for 'strict' is unknown")
+                raise ValueError(
+                    f"apply_norm: {_label(lname, layer)} is not called when "
+                    "example_input runs through "
+                    "the model, so its input shape for 'strict' is unknown"
+                )
             try:
                 conv_output_shape(layer.weight, shapes[lname], **conv_kwargs(layer))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"apply_norm: {_label(lname, layer)} with input shape {shapes[lname]}: {e}") from e
-    # everything is valid: build every parametrization, then register them all (undone if anything fails)
+                raise ValueError(
+                    f"apply_norm: {_label(lname, layer)} "
+                    f"with input shape {shapes[lname]}: {e}"
+                ) from e
+    # everything is valid: build every parametrization, then register them all (undone
+    # if anything fails)
     first = getattr(layers[0][1], name)
-    shared = nn.Parameter(torch.tensor(scale, dtype=first.dtype, device=first.device)) if gamma == "shared" else None
+    shared = (
+        nn.Parameter(torch.tensor(scale, dtype=first.dtype, device=first.device))
+        if gamma == "shared"
+        else None
+    )
     plans = []
     for lname, layer in layers:
         w = getattr(layer, name)
-        g = shared if gamma == "shared" else (
-            nn.Parameter(torch.tensor(scale, dtype=w.dtype, device=w.device)) if gamma == "per_layer" else None)
-        kw = dict(scale=scale, gamma=g, n_power_iterations=n_power_iterations, eps=eps,
-                  grad_through_power_iteration=grad_through_power_iteration, warmup=warmup)
+        g = (
+            shared
+            if gamma == "shared"
+            else (
+                nn.Parameter(torch.tensor(scale, dtype=w.dtype, device=w.device))
+                if gamma == "per_layer"
+                else None
+            )
+        )
+        kw = dict(
+            scale=scale,
+            gamma=g,
+            n_power_iterations=n_power_iterations,
+            eps=eps,
+            grad_through_power_iteration=grad_through_power_iteration,
+            warmup=warmup,
+        )
         plans.append((layer, _make_norm(kind, layer, shapes.get(lname), kw, name), g))
     done = []
     try:
@@ -854,7 +1244,9 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
             parametrize.register_parametrization(layer, name, norm, unsafe=True)
             done.append((layer, name))
             if g is not None and getattr(layer, "bias", None) is not None:
-                parametrize.register_parametrization(layer, "bias", GammaScale(g), unsafe=True)
+                parametrize.register_parametrization(
+                    layer, "bias", GammaScale(g), unsafe=True
+                )
                 done.append((layer, "bias"))
     except BaseException:
         for layer, t in reversed(done):
@@ -869,25 +1261,35 @@ def apply_norm(module, kind, *, scale=1.0, gamma=None, n_power_iterations=1, eps
         module.register_load_state_dict_pre_hook(_model_load_pre_hook)
     cancelled = _scale_cancelled(module, {id(layer) for _, layer in layers})
     if cancelled:
-        warnings.warn(f"apply_norm: {len(cancelled)} normalized layer(s) feed a normalization layer that divides their "
-                      "scale out, so kind " + repr(kind) + " (1/sigma and the scale c) acts only on the other layers: "
-                      + ", ".join(f"'{a}' -> '{b}' ({t})" for a, b, t in cancelled)
-                      + ". (Found by module order inside nn.Sequential; a forward() that does the same is not seen.)",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"apply_norm: {len(cancelled)} normalized layer(s) feed a "
+            "normalization layer that divides their scale out, so kind "
+            + repr(kind)
+            + " (1/sigma and the scale c) acts only on the other layers: "
+            + ", ".join(f"'{a}' -> '{b}' ({t})" for a, b, t in cancelled)
+            + ". (Found by module order inside nn.Sequential; a forward() that does "
+            "the same is not seen.)",
+            UserWarning,
+            stacklevel=2,
+        )
     return module
 
 
 def _hooks(d):
-    "The functions in a module's hook dict (load pre-hooks are wrapped, forward pre-hooks are not)."
+    """The functions in a module's hook dict (load pre-hooks are wrapped, forward
+    pre-hooks are not)."""
     return [getattr(h, "hook", h) for h in d.values()]
 
 # %% ../nbs/10_inside.ipynb #c0019
 def _norms_of(layer):
-    "(tensor name, our parametrization) for every tensor of `layer` that `apply_norm` normalized."
+    """(tensor name, our parametrization) for every tensor of `layer` that `apply_norm`
+    normalized."""
     plists = getattr(layer, "parametrizations", None)
     if not isinstance(plists, nn.ModuleDict):
         return []
-    return [(t, p) for t, plist in plists.items() for p in plist if isinstance(p, _Norm)]
+    return [
+        (t, p) for t, plist in plists.items() for p in plist if isinstance(p, _Norm)
+    ]
 
 
 def _norm_of(layer, tname="weight"):
@@ -897,54 +1299,87 @@ def _norm_of(layer, tname="weight"):
 
 def _torch_norms_of(layer):
     """(tensor name, torch's spectral_norm object) on `layer`: the parametrization
-    (`torch.nn.utils.parametrizations.spectral_norm`) and the hook-based `torch.nn.utils.spectral_norm`."""
+    (`torch.nn.utils.parametrizations.spectral_norm`) and the hook-based
+    `torch.nn.utils.spectral_norm`."""
     from torch.nn.utils.parametrizations import _SpectralNorm
     from torch.nn.utils.spectral_norm import SpectralNorm
+
     plists = getattr(layer, "parametrizations", None)
-    found = [(t, p) for t, plist in plists.items() for p in plist if isinstance(p, _SpectralNorm)] if isinstance(
-        plists, nn.ModuleDict) else []
-    return found + [(h.name, h) for h in layer._forward_pre_hooks.values() if isinstance(h, SpectralNorm)]
+    found = (
+        [
+            (t, p)
+            for t, plist in plists.items()
+            for p in plist
+            if isinstance(p, _SpectralNorm)
+        ]
+        if isinstance(plists, nn.ModuleDict)
+        else []
+    )
+    return found + [
+        (h.name, h)
+        for h in layer._forward_pre_hooks.values()
+        if isinstance(h, SpectralNorm)
+    ]
 
 
 @torch.no_grad()
 def _torch_sigma(layer, t, sn):
-    "The divisor torch's spectral_norm uses in eval mode: u^T W v from its stored vectors (||W|| for a vector)."
-    if isinstance(sn, nn.Module):   # the parametrization
+    """The divisor torch's spectral_norm uses in eval mode: u^T W v from its stored
+    vectors (||W|| for a vector)."""
+    if isinstance(sn, nn.Module):  # the parametrization
         w, u, v = layer.parametrizations[t].original, sn._u, sn._v
         if w.dim() == 1:
             return float(torch.linalg.vector_norm(w))
         wm = sn._reshape_weight_to_matrix(w)
-    else:                           # the hook-based version
-        w, u, v = getattr(layer, t + "_orig"), getattr(layer, t + "_u"), getattr(layer, t + "_v")
+    else:  # the hook-based version
+        w, u, v = (
+            getattr(layer, t + "_orig"),
+            getattr(layer, t + "_u"),
+            getattr(layer, t + "_v"),
+        )
         wm = sn.reshape_weight_to_matrix(w)
     return float(torch.vdot(u, torch.mv(wm, v)))
 
 
 def is_normalized(layer):
-    "True when a tensor of `layer` (its `weight`, or the one `name=` chose) carries a normalization of `apply_norm`."
+    """True when a tensor of `layer` (its `weight`, or the one `name=` chose) carries a
+    normalization of `apply_norm`."""
     return isinstance(layer, nn.Module) and bool(_norms_of(layer))
 
 
 def remove_norm(module, leave_parametrized=True):
-    """Remove `apply_norm`'s normalization, and torch's `spectral_norm` (both versions), from `module` and every layer
-    inside it. With `leave_parametrized` (the default, as torch) the weight keeps its current normalized value
-    (torch's hook-based version: its eval-mode value); otherwise the raw weight returns."""
+    """Remove `apply_norm`'s normalization, and torch's `spectral_norm` (both versions),
+    from `module` and every layer inside it. With `leave_parametrized` (the default,
+    as torch) the weight keeps its current normalized value (torch's hook-based
+    version: its eval-mode value); otherwise the raw weight returns."""
     if not isinstance(module, nn.Module):
-        raise TypeError(f"remove_norm: module must be a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(
+            "remove_norm: module must be a "
+            f"torch.nn.Module, got {type(module).__name__}"
+        )
     targets = [(m, _norms_of(m), _torch_norms_of(m)) for m in module.modules()]
     for m, ours, theirs in targets:
         for t, _ in ours:
-            parametrize.remove_parametrizations(m, t, leave_parametrized=leave_parametrized)
+            parametrize.remove_parametrizations(
+                m, t, leave_parametrized=leave_parametrized
+            )
         if ours:
             plist = getattr(getattr(m, "parametrizations", None), "bias", None)
             if plist is not None and all(isinstance(p, GammaScale) for p in plist):
-                parametrize.remove_parametrizations(m, "bias", leave_parametrized=leave_parametrized)
-            for d, f in ((m._load_state_dict_pre_hooks, _layer_load_pre_hook), (m._forward_pre_hooks, _check_input_shape)):
+                parametrize.remove_parametrizations(
+                    m, "bias", leave_parametrized=leave_parametrized
+                )
+            for d, f in (
+                (m._load_state_dict_pre_hooks, _layer_load_pre_hook),
+                (m._forward_pre_hooks, _check_input_shape),
+            ):
                 for k in [k for k, h in d.items() if getattr(h, "hook", h) is f]:
                     del d[k]
         for t, sn in theirs:
             if isinstance(sn, nn.Module):
-                parametrize.remove_parametrizations(m, t, leave_parametrized=leave_parametrized)
+                parametrize.remove_parametrizations(
+                    m, t, leave_parametrized=leave_parametrized
+                )
             else:
                 raw = getattr(m, t + "_orig").detach().clone()
                 torch.nn.utils.remove_spectral_norm(m, t)
@@ -955,12 +1390,15 @@ def remove_norm(module, leave_parametrized=True):
 
 
 def sigmas(model):
-    """Qualified layer name -> latest sigma estimate(s) of each normalized layer, computed from the persistent
-    vectors without updating them: {"sigma": divisor} (+ "sigma_out", "sigma_in" for BSN, "gamma" if learnable).
-    A tensor other than `weight` (`name=`) is keyed 'layer.tensor'. Layers under torch's `spectral_norm` are
-    reported too ({"sigma": its eval-mode divisor})."""
+    """Qualified layer name -> latest sigma estimate(s) of each normalized layer,
+    computed from the persistent vectors without updating them: {"sigma": divisor} (+
+    "sigma_out", "sigma_in" for BSN, "gamma" if learnable). A tensor other than
+    `weight` (`name=`) is keyed 'layer.tensor'. Layers under torch's `spectral_norm`
+    are reported too ({"sigma": its eval-mode divisor})."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"sigmas: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"sigmas: model must be a torch.nn.Module, got {type(model).__name__}"
+        )
     out = {}
     key = lambda name, t: name if t == "weight" else (f"{name}.{t}" if name else t)
     for name, m in model.named_modules():
@@ -975,21 +1413,24 @@ def sigmas(model):
 
 
 def _all_norms(module, who):
-    """(layer, tensor name, parametrization) for every tensor `apply_norm` normalized in `module`
-    (a layer, a model, nested containers; a DDP- or torch.compile-wrapped model is searched
-    through, as it holds the model as a submodule), each once."""
+    """(layer, tensor name, parametrization) for every tensor `apply_norm` normalized in
+    `module` (a layer, a model, nested containers; a DDP- or torch.compile-wrapped
+    model is searched through, as it holds the model as a submodule), each once."""
     if not isinstance(module, nn.Module):
-        raise TypeError(f"{who}: module must be a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(
+            f"{who}: module must be a torch.nn.Module, got {type(module).__name__}"
+        )
     return [(m, t, norm) for m in module.modules() for t, norm in _norms_of(m)]
 
 
 @contextlib.contextmanager
 def no_vector_updates(module):
-    """Within this block, training-mode accesses of every normalized layer inside `module` compute
-    sigma as usual (the power-iteration step on the fly, from the stored vectors, with the gradient
-    the layer's settings give) but do not write the stored vectors: the official code's `NO_OPS`
-    forwards (fjxmlzn/BSN gan/gan.py). `power_iteration_update` still writes. Nests; on exit every
-    layer returns to what it did before. Yields `module`."""
+    """Within this block, training-mode accesses of every normalized layer inside
+    `module` compute sigma as usual (the power-iteration step on the fly, from the
+    stored vectors, with the gradient the layer's settings give) but do not write the
+    stored vectors: the official code's `NO_OPS` forwards (fjxmlzn/BSN gan/gan.py).
+    `power_iteration_update` still writes. Nests; on exit every layer returns to what
+    it did before. Yields `module`."""
     norms = [norm for _, _, norm in _all_norms(module, "no_vector_updates")]
     before = [norm.update_vectors for norm in norms]
     for norm in norms:
@@ -1003,19 +1444,20 @@ def no_vector_updates(module):
 
 @torch.no_grad()
 def power_iteration_update(module):
-    """The official code's `spectral_norm_update_ops` (gan/gan.py, run after each D optimizer step):
-    every normalized layer inside `module` runs the power iteration of one training-mode access
-    (`n_power_iterations` steps, 1 by default) on its stored vectors with its current raw weight,
-    without gradient, and stores them, whatever the mode and inside `no_vector_updates` too.
-    What is stored (M: the layer's matrix; for BSN each of its two reshapes with its own pair):
-    - `grad_through_power_iteration=True`: from the stored u, v = unit(M^T u), u' = unit(M v);
-      stores (u', v). The next training access starts from u', as the official forward does.
-    - default: from the stored v, u' = unit(M v), v' = unit(M^T u'); stores (u', v'). The next
-      training access starts from v', as every default access does.
-    - "strict": x' = unit(A^T A x) for the stored image x.
-    Eval mode then divides by u^T M v of the stored pair. Returns the number of tensors updated."""
+    """The official code's `spectral_norm_update_ops` (gan/gan.py, run after each D
+    optimizer step): every normalized layer inside `module` runs the power iteration
+    of one training-mode access (`n_power_iterations` steps, 1 by default) on its
+    stored vectors with its current raw weight, without gradient, and stores them,
+    whatever the mode and inside `no_vector_updates` too. What is stored (M: the
+    layer's matrix; for BSN each of its two reshapes with its own pair):
+    - `grad_through_power_iteration=True`: from the stored u, v = unit(M^T u), u' =
+      unit(M v); stores (u', v). The next training access starts from u', as the
+      official forward does.
+    - default: from the stored v, u' = unit(M v), v' = unit(M^T u'); stores (u', v').
+      The next training access starts from v', as every default access does.
+    - "strict": x' = unit(A^T A x) for the stored image x. Eval mode then divides by
+      u^T M v of the stored pair. Returns the number of tensors updated."""
     found = _all_norms(module, "power_iteration_update")
     for layer, t, norm in found:
         norm.power_step(layer.parametrizations[t].original)
     return len(found)
-
