@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TW1_MEAN', 'random_sigma_max', 'bai_yin_prediction', 'tracy_widom_prediction', 'init_variance', 'sn_fan_in_variance',
-           'plain_conv_stack', 'signal_gradient_profile', 'decay_rate', 'padding_factor', 'predicted_decay_rate',
+           'padding_factor', 'predicted_decay_rate', 'plain_conv_stack', 'signal_gradient_profile', 'decay_rate',
            'normalized_conv_stack']
 
 # %% ../../nbs/05_vanishing.ipynb #cc4cbd5a
@@ -17,28 +17,37 @@ from .dynamics import fan_in, effective_weight
 TW1_MEAN = -1.2065335745820  # mean of the Tracy-Widom law TW_1 (real matrices)
 
 
-def random_sigma_max(m, n, s=1.0, trials=10, generator=None, device=None, dtype=torch.float64):
-    "sigma_max of `trials` random m x n matrices with iid N(0, s^2) entries (a tensor of length `trials`)."
+def random_sigma_max(
+    m, n, s=1.0, trials=10, generator=None, device=None, dtype=torch.float64
+):
+    """sigma_max of `trials` random m x n matrices with iid N(0, s^2) entries (a tensor
+    of length `trials`)."""
     w = torch.randn(trials, m, n, generator=generator, dtype=dtype, device=device)
     return s * torch.linalg.matrix_norm(w, ord=2)
 
 
 def bai_yin_prediction(m, n, s=1.0):
-    "The Bai-Yin limit of sigma_max for an m x n matrix with iid entries of std s: s * (sqrt(m) + sqrt(n))."
+    """The Bai-Yin limit of sigma_max for an m x n matrix with iid entries of std s:
+    s * (sqrt(m) + sqrt(n))."""
     return s * (math.sqrt(m) + math.sqrt(n))
 
 
 def tracy_widom_prediction(m, n, s=1.0):
-    "E[sigma_max] to first finite-size order (eq-ch5-tw): Johnstone's centring and scale with the mean of TW_1."
+    """E[sigma_max] to first finite-size order (eq-ch5-tw): Johnstone's centring and
+    scale with the mean of TW_1."""
     if min(m, n) < 1 or max(m, n) < 2:
-        raise ValueError(f"tracy_widom_prediction needs min(m, n) >= 1 and max(m, n) >= 2, got m={m}, n={n}")
+        raise ValueError(
+            "tracy_widom_prediction needs min(m, n) >= 1 and max(m, n) >= 2, "
+            f"got m={m}, n={n}"
+        )
     a, b = math.sqrt(max(m, n) - 1), math.sqrt(min(m, n))
     mu, tau = (a + b) ** 2, (a + b) * (1 / a + 1 / b) ** (1 / 3)
     return s * math.sqrt(max(mu + tau * TW1_MEAN, 0.0))
 
 # %% ../../nbs/05_vanishing.ipynb #8c175ee4
 def init_variance(kind, fan_in, fan_out=None, slope=0.0):
-    "Var(w) of an initialization (eq-ch5-inits): 'lecun' 1/fan_in, 'xavier' 2/(fan_in+fan_out), 'kaiming' 2/((1+slope^2) fan_in)."
+    """Var(w) of an initialization (eq-ch5-inits): 'lecun' 1/fan_in, 'xavier'
+    2/(fan_in+fan_out), 'kaiming' 2/((1+slope^2) fan_in)."""
     if kind == "lecun":
         return 1.0 / fan_in
     if kind == "xavier":
@@ -46,26 +55,69 @@ def init_variance(kind, fan_in, fan_out=None, slope=0.0):
             raise ValueError("init_variance('xavier') needs fan_out")
         return 2.0 / (fan_in + fan_out)
     if kind == "kaiming":
-        return 2.0 / ((1 + slope ** 2) * fan_in)
+        return 2.0 / ((1 + slope**2) * fan_in)
     raise ValueError(f"kind must be 'lecun', 'xavier' or 'kaiming', got {kind!r}")
 
 
 def sn_fan_in_variance(m, n):
-    "Random-matrix prediction (eq-ch5-snvar) of fan_in * Var(W / sigma(W)) for an m x n weight with n = fan_in."
+    """Random-matrix prediction (eq-ch5-snvar) of fan_in * Var(W / sigma(W)) for an
+    m x n weight with n = fan_in."""
     return n / (math.sqrt(m) + math.sqrt(n)) ** 2
 
+# %% ../../nbs/05_vanishing.ipynb #fade1c46
+def padding_factor(height, width, kernel=3):
+    """lambda_pad (eq-ch5-rate): mean-square loss per layer to 'same' zero padding of a
+    3x3 conv (1 for circular padding)."""
+    if kernel == 1:
+        return 1.0
+    if kernel != 3:
+        raise ValueError("padding_factor: only 1x1 and 3x3 kernels")
+    lam_h = (1 + 2 * math.cos(math.pi / (height + 1))) / 3
+    return lam_h * (1 + 2 * math.cos(math.pi / (width + 1))) / 3  # lam_h * lam_w
+
+
+def predicted_decay_rate(fan_var, slope=0.1, scale=1.0, sigma_ratio=1.0, pad=1.0):
+    """Mean-field decay rate per block (eq-ch5-rate, eq-ch5-strict):
+    r = -1/2 log(scale^2 * fan_var / sigma_ratio^2 * (1 + slope^2)/2 * pad), with
+    fan_var = fan_in*Var(w) (forward) or fan_out*Var(w) (backward) and sigma_ratio =
+    sigma_Conv/sigma_w for a layer divided by sigma_Conv instead of sigma_w."""
+    gain2 = scale**2 * fan_var / sigma_ratio**2 * (1 + slope**2) / 2 * pad
+    if gain2 <= 0:
+        raise ValueError("predicted_decay_rate: the gain must be positive")
+    return -0.5 * math.log(gain2)
+
 # %% ../../nbs/05_vanishing.ipynb #d8edead1
-def plain_conv_stack(depth, channels=32, kernel=3, slope=0.1, padding_mode="zeros", generator=None, device=None):
-    """`depth` blocks [Conv2d(kernel, stride 1, 'same' padding, no bias), LeakyReLU(slope)] with LeCun-initialized
-    weights (std 1/sqrt(fan_in)). `channels`: an int, or a list of depth + 1 channel counts."""
+#@title Library: the conv stacks and the probe (the full version)
+def plain_conv_stack(
+    depth,
+    channels=32,
+    kernel=3,
+    slope=0.1,
+    padding_mode="zeros",
+    generator=None,
+    device=None,
+):
+    """`depth` blocks [Conv2d(kernel, stride 1, 'same' padding, no bias),
+    LeakyReLU(slope)] with LeCun-initialized weights (std 1/sqrt(fan_in)). `channels`:
+    an int, or a list of depth + 1 channel counts."""
     chans = [channels] * (depth + 1) if isinstance(channels, int) else list(channels)
     if len(chans) != depth + 1:
-        raise ValueError(f"channels: expected {depth + 1} channel counts, got {len(chans)}")
+        raise ValueError(
+            f"channels: expected {depth + 1} channel counts, got {len(chans)}"
+        )
     if kernel % 2 != 1:
         raise ValueError("plain_conv_stack: 'same' padding needs an odd kernel")
     layers = []
     for c_in, c_out in zip(chans[:-1], chans[1:]):
-        conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False, padding_mode=padding_mode, device=device)
+        conv = nn.Conv2d(
+            c_in,
+            c_out,
+            kernel,
+            padding=kernel // 2,
+            bias=False,
+            padding_mode=padding_mode,
+            device=device,
+        )
         with torch.no_grad():
             conv.weight.normal_(0, 1 / math.sqrt(fan_in(conv)), generator=generator)
         layers += [conv, nn.LeakyReLU(slope)]
@@ -77,9 +129,10 @@ def _is_layer(m):
 
 
 def signal_gradient_profile(model, x, generator=None):
-    """Forward and backward magnitudes through the blocks [layer, activation] of an nn.Sequential (normalized or not;
-    call `model.eval()` first so that no power iteration runs). forward[l] = rms(h_l)/rms(x) after l blocks;
-    backward[l] = rms(dS/dh_{L-l})/rms(g) after l blocks back, with S = <g, h_L> and g iid N(0, 1).
+    """Forward and backward magnitudes through the blocks [layer, activation] of an
+    nn.Sequential (normalized or not; call `model.eval()` first so that no power
+    iteration runs). forward[l] = rms(h_l)/rms(x) after l blocks; backward[l] =
+    rms(dS/dh_{L-l})/rms(g) after l blocks back, with S = <g, h_L> and g iid N(0, 1).
     Returns {'forward': tensor, 'backward': tensor}, float64, length L + 1."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"expected an nn.Sequential, got {type(model).__name__}")
@@ -90,8 +143,11 @@ def signal_gradient_profile(model, x, generator=None):
             h = m(h)
             if not _is_layer(m):
                 hs.append(h)
-        g = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device) if generator is not None \
+        g = (
+            torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
+            if generator is not None
             else torch.randn_like(h)
+        )
         grads = torch.autograd.grad((g * h).sum(), hs)
     rms = lambda t: t.detach().double().pow(2).mean().sqrt().item()
     fwd = torch.tensor([rms(t) for t in hs], dtype=torch.float64) / rms(x)
@@ -100,47 +156,54 @@ def signal_gradient_profile(model, x, generator=None):
 
 
 def decay_rate(profile, start=5):
-    """Decay rate per block, r in magnitude ~ exp(-r l) (positive = vanishing): minus the least-squares slope of
-    log magnitude against l over the blocks l >= start. Returns {'forward': r_f, 'backward': r_b}."""
+    """Decay rate per block, r in magnitude ~ exp(-r l) (positive = vanishing): minus
+    the least-squares slope of log magnitude against l over the blocks l >= start.
+    Returns {'forward': r_f, 'backward': r_b}."""
     out = {}
     for key in ("forward", "backward"):
         y = profile[key].double().log()[start:]
         if len(y) < 2:
-            raise ValueError(f"decay_rate: need at least start + 2 = {start + 2} points, got {len(profile[key])}")
+            raise ValueError(
+                f"decay_rate: need at least start + 2 = {start + 2} points, "
+                f"got {len(profile[key])}"
+            )
         l = torch.arange(start, start + len(y), dtype=torch.float64)
         lc = l - l.mean()
         out[key] = -float((lc * (y - y.mean())).sum() / (lc * lc).sum())
     return out
 
 
-def padding_factor(height, width, kernel=3):
-    "lambda_pad (eq-ch5-rate): mean-square loss per layer to 'same' zero padding of a 3x3 conv (1 for circular padding)."
-    if kernel == 1:
-        return 1.0
-    if kernel != 3:
-        raise ValueError("padding_factor: only 1x1 and 3x3 kernels")
-    return (1 + 2 * math.cos(math.pi / (height + 1))) / 3 * (1 + 2 * math.cos(math.pi / (width + 1))) / 3
-
-
-def predicted_decay_rate(fan_var, slope=0.1, scale=1.0, sigma_ratio=1.0, pad=1.0):
-    """Mean-field decay rate per block (eq-ch5-rate, eq-ch5-strict):
-    r = -1/2 log(scale^2 * fan_var / sigma_ratio^2 * (1 + slope^2)/2 * pad), with fan_var = fan_in*Var(w) (forward) or
-    fan_out*Var(w) (backward) and sigma_ratio = sigma_Conv/sigma_w for a layer divided by sigma_Conv instead of sigma_w."""
-    gain2 = scale ** 2 * fan_var / sigma_ratio ** 2 * (1 + slope ** 2) / 2 * pad
-    if gain2 <= 0:
-        raise ValueError("predicted_decay_rate: the gain must be positive")
-    return -0.5 * math.log(gain2)
-
-# %% ../../nbs/05_vanishing.ipynb #011d498e
-def normalized_conv_stack(kind, scale=1.0, depth=50, channels=32, size=8, batch=4, seed=0, n_power_iterations=30,
-                          kernel=3, slope=0.1, padding_mode="zeros", device=None):
-    """A `plain_conv_stack` (LeCun raw weights, seeded) normalized by `apply_norm(kind, scale=scale)` with seeded,
-    converged power iterations (identical for every `scale`), in eval mode, and a seeded N(0, 1) input of `batch` images `size` x `size`: `(model, x)`.
-    kind "none" multiplies the raw weights by `scale` instead (scale = kaiming_gain gives Kaiming's init)."""
+def normalized_conv_stack(
+    kind,
+    scale=1.0,
+    depth=50,
+    channels=32,
+    size=8,
+    batch=4,
+    seed=0,
+    n_power_iterations=30,
+    kernel=3,
+    slope=0.1,
+    padding_mode="zeros",
+    device=None,
+):
+    """A `plain_conv_stack` (LeCun raw weights, seeded) normalized by
+    `apply_norm(kind, scale=scale)` with seeded, converged power iterations (identical
+    for every `scale`), in eval mode, and a seeded N(0, 1) input of `batch` images
+    `size` x `size`: `(model, x)`. kind "none" multiplies the raw weights by `scale`
+    instead (scale = kaiming_gain gives Kaiming's init)."""
     from bssn_book.norms import apply_norm
+
     gen = torch.Generator(device=device or "cpu").manual_seed(seed)
-    model = plain_conv_stack(depth, channels, kernel=kernel, slope=slope, padding_mode=padding_mode,
-                             generator=gen, device=device)
+    model = plain_conv_stack(
+        depth,
+        channels,
+        kernel=kernel,
+        slope=slope,
+        padding_mode=padding_mode,
+        generator=gen,
+        device=device,
+    )
     c0 = channels if isinstance(channels, int) else channels[0]
     x = torch.randn(batch, c0, size, size, generator=gen, device=device)
     if kind == "none":
@@ -150,9 +213,16 @@ def normalized_conv_stack(kind, scale=1.0, depth=50, channels=32, size=8, batch=
                     m.weight.mul_(scale)
     else:
         dev = torch.device(device) if device is not None else x.device
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seed the power iterations too
+        # seed the power iterations too
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
-            apply_norm(model, kind, scale=scale, n_power_iterations=n_power_iterations, example_input=x[:1])
+            apply_norm(
+                model,
+                kind,
+                scale=scale,
+                n_power_iterations=n_power_iterations,
+                example_input=x[:1],
+            )
         model.train()
         with torch.no_grad():
             model(x[:1])  # n_power_iterations more steps for every layer
