@@ -15,17 +15,23 @@ def _root() -> pathlib.Path:
 
 
 def path(name):
-    """The result file or folder `name` shipped with the package, e.g. `path("evidence/results/runs.csv")`: chapter
-    9's grids (`evidence/results`, `evidence/results-r32`, `evidence/results-r32-long`), `feature_extractor/result.json` and
-    `bench/d_step.json`, `bench/train_quick.json`."""
+    """The result file or folder `name` shipped with the package, e.g.
+    `path("evidence/results/runs.csv")`: chapter 8's grids (`evidence/results`,
+    `evidence/results-r32`, `evidence/results-r32-long`),
+    `feature_extractor/result.json` and `bench/d_step.json`,
+    `bench/train_quick.json`."""
     parts = pathlib.PurePosixPath(str(name)).parts
     if not parts or parts[0] == "/" or ".." in parts:
-        raise ValueError(f"bssn_book.results.path: expected a relative name such as 'evidence/results/runs.csv', "
-                         f"got {name!r}")
+        raise ValueError(
+            "bssn_book.results.path: expected a relative name such as "
+            f"'evidence/results/runs.csv', got {name!r}"
+        )
     p = _root().joinpath(*parts)
     if not p.exists():
         have = sorted(str(q.relative_to(_root())) for q in _root().glob("*/*"))
-        raise FileNotFoundError(f"bssn_book.results.path: no result file or folder {name!r} in {_root()}; "
-                                f"it has {', '.join(have)}")
+        raise FileNotFoundError(
+            f"bssn_book.results.path: no result file or folder {name!r} in {_root()}; "
+            f"it has {', '.join(have)}"
+        )
     return p
 
