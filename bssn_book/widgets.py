@@ -23,8 +23,13 @@ STATIC_ENV = "BSSN_BOOK_STATIC"
 
 
 def static_mode() -> bool:
-    "True when figures are to be precomputed (the book build sets `BSSN_BOOK_STATIC=1`)."
-    return os.environ.get(STATIC_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    "True when figures are to be precomputed (the book build sets BSSN_BOOK_STATIC=1)."
+    return os.environ.get(STATIC_ENV, "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 # %% ../nbs/A3_widgets.ipynb #5329d06e
 def _fn_name(fn) -> str:
@@ -32,18 +37,28 @@ def _fn_name(fn) -> str:
 
 
 def _check_choices(fn, choices: dict) -> dict[str, list]:
-    "The choices as lists, after checking that they are non-empty, few enough and parameters of `fn`."
+    """The choices as lists, after checking that they are non-empty, few enough and
+    parameters of `fn`."""
     if not callable(fn):
-        raise TypeError(f"interactive_figure: fn must be callable, got {type(fn).__name__}")
+        raise TypeError(
+            f"interactive_figure: fn must be callable, got {type(fn).__name__}"
+        )
     if not choices:
-        raise ValueError("interactive_figure: give at least one parameter, e.g. interactive_figure(fn, depth=[2, 4])")
+        raise ValueError(
+            "interactive_figure: give at least one parameter, e.g. "
+            "interactive_figure(fn, depth=[2, 4])"
+        )
     out = {}
     for name, values in choices.items():
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise TypeError(f"interactive_figure: {name}= must be a list of values, got {values!r}")
+            raise TypeError(
+                f"interactive_figure: {name}= must be a list of values, got {values!r}"
+            )
         values = list(values)
         if not values:
-            raise ValueError(f"interactive_figure: {name}= is an empty list; give at least one value")
+            raise ValueError(
+                f"interactive_figure: {name}= is an empty list; give at least one value"
+            )
         out[name] = values
     try:
         params = inspect.signature(fn).parameters
@@ -52,13 +67,18 @@ def _check_choices(fn, choices: dict) -> dict[str, list]:
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = [n for n in out if n not in params]
         if unknown:
-            raise ValueError(f"interactive_figure: {_fn_name(fn)} has no parameter(s) {', '.join(unknown)}; "
-                             f"its parameters are {', '.join(params)}")
+            raise ValueError(
+                f"interactive_figure: {_fn_name(fn)} has no parameter(s) "
+                f"{', '.join(unknown)}; its parameters are {', '.join(params)}"
+            )
     n = math.prod(len(v) for v in out.values())
     if n > MAX_FRAMES:
         sizes = " x ".join(f"{len(v)} {k}" for k, v in out.items())
-        raise ValueError(f"interactive_figure: {sizes} = {n} combinations, more than MAX_FRAMES = {MAX_FRAMES}; "
-                         "drop some values (every combination becomes an image in the page)")
+        raise ValueError(
+            f"interactive_figure: {sizes} = {n} combinations, more than MAX_FRAMES = "
+            f"{MAX_FRAMES}; drop some values (every combination becomes an image in "
+            "the page)"
+        )
     return out
 
 # %% ../nbs/A3_widgets.ipynb #6136d08f
@@ -71,20 +91,26 @@ def _call(fn, kwargs: dict):
     try:
         fig = fn(**kwargs)
     except Exception as e:
-        raise RuntimeError(f"interactive_figure: {_fn_name(fn)}({_combo_text(kwargs)}) raised "
-                           f"{type(e).__name__}: {e}") from e
+        raise RuntimeError(
+            f"interactive_figure: {_fn_name(fn)}({_combo_text(kwargs)}) raised "
+            f"{type(e).__name__}: {e}"
+        ) from e
     if not hasattr(fig, "savefig"):
-        raise TypeError(f"interactive_figure: {_fn_name(fn)}({_combo_text(kwargs)}) returned "
-                        f"{type(fig).__name__}, not a matplotlib Figure (forgot `return fig`?)")
+        raise TypeError(
+            f"interactive_figure: {_fn_name(fn)}({_combo_text(kwargs)}) returned "
+            f"{type(fig).__name__}, not a matplotlib Figure (forgot `return fig`?)"
+        )
     return fig
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:
-    "The figure as PNG bytes (no timestamp or version metadata: the same figure gives the same bytes)."
+    """The figure as PNG bytes (no timestamp or version metadata: the same figure gives
+    the same bytes)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     try:  # the figure is done; free it if pyplot still tracks it
         import matplotlib.pyplot as plt
+
         plt.close(fig)
     except ImportError:
         pass
@@ -96,7 +122,8 @@ def _is_number(v) -> bool:
 
 
 def _frame_index(idx, sizes) -> int:
-    "Position of the selection `idx` (one value index per parameter) in product order, eq. (eq-a3-frame-index)."
+    """Position of the selection `idx` (one value index per parameter) in product
+    order, eq. (eq-a3-frame-index)."""
     i = 0
     for k, n in zip(idx, sizes):
         i = i * n + k
@@ -104,13 +131,18 @@ def _frame_index(idx, sizes) -> int:
 
 
 class StaticFigure:
-    "Precomputed frames of `fn` over all combinations; `_repr_html_` is self-contained HTML + inline JS."
-    _count = 0  # figures made in this process: part of the id, so equal figures on one page differ
+    """Precomputed frames of `fn` over all combinations; `_repr_html_` is self-contained
+    HTML + inline JS."""
+
+    # figures made in this process: part of the id, so equal figures on one page differ
+    _count = 0
 
     def __init__(self, fn_name: str, choices: dict[str, list], frames: list[bytes]):
         self.fn_name, self.choices = fn_name, choices
         self.sizes = [len(v) for v in choices.values()]
-        assert len(frames) == math.prod(self.sizes)
+        if len(frames) != math.prod(self.sizes):
+            raise ValueError(f"StaticFigure: {len(frames)} frames for "
+                             f"{math.prod(self.sizes)} combinations")
         self.images, self.index, seen = [], [], {}
         for png in frames:  # identical images are stored once
             if png not in seen:
@@ -123,42 +155,72 @@ class StaticFigure:
         self.uid = "bssn-if-" + h.hexdigest()[:12]
 
     @property
-    def n_frames(self) -> int: return len(self.index)
+    def n_frames(self) -> int:
+        return len(self.index)
 
     def frame(self, **selection) -> str:
         "Base64 PNG shown for `selection` (missing parameters take their default)."
-        idx = [vals.index(selection.get(name, vals[0])) for name, vals in self.choices.items()]
+        idx = [
+            vals.index(selection.get(name, vals[0]))
+            for name, vals in self.choices.items()
+        ]
         return self.images[self.index[_frame_index(idx, self.sizes)]]
 
     def __repr__(self):
         dims = " x ".join(f"{len(v)} {k}" for k, v in self.choices.items())
-        return f"<StaticFigure of {self.fn_name}: {dims} = {self.n_frames} frames, {len(self.images)} distinct>"
+        return (f"<StaticFigure of {self.fn_name}: {dims} = {self.n_frames} frames, "
+                f"{len(self.images)} distinct>")
 
     def _control(self, k: int, name: str, values: list) -> str:
         esc, cid = html.escape, f"{self.uid}-p{k}"
         label = f'<label for="{cid}" style="margin-right:0.4em">{esc(name)}</label>'
         if len(values) > 1 and all(_is_number(v) for v in values):
-            return (f'<span class="bssn-control">{label}<input type="range" id="{cid}" data-bssn-param="{k}" '
-                    f'min="0" max="{len(values) - 1}" step="1" value="0" aria-label="{esc(name)}"> '
-                    f'<output id="{cid}-value">{esc(str(values[0]))}</output></span>')
-        opts = "".join(f'<option value="{i}"{" selected" if i == 0 else ""}>{esc(str(v))}</option>'
-                       for i, v in enumerate(values))
-        return (f'<span class="bssn-control">{label}<select id="{cid}" data-bssn-param="{k}">'
-                f'{opts}</select></span>')
+            return (
+                f'<span class="bssn-control">{label}<input type="range" id="{cid}" '
+                f'data-bssn-param="{k}" min="0" max="{len(values) - 1}" step="1" '
+                f'value="0" aria-label="{esc(name)}"> '
+                f'<output id="{cid}-value">{esc(str(values[0]))}</output></span>'
+            )
+        opts = "".join(
+            f'<option value="{i}"{" selected" if i == 0 else ""}>{esc(str(v))}</option>'
+            for i, v in enumerate(values)
+        )
+        return (
+            f'<span class="bssn-control">{label}<select id="{cid}" '
+            f'data-bssn-param="{k}">{opts}</select></span>'
+        )
 
     def _repr_html_(self) -> str:
         uid, esc = self.uid, html.escape
         names = list(self.choices)
         labels = [[str(v) for v in vals] for vals in self.choices.values()]
-        controls = "\n  ".join(self._control(k, n, v) for k, (n, v) in enumerate(self.choices.items()))
-        alt = f"{self.fn_name}: " + _combo_text({n: v[0] for n, v in self.choices.items()})
-        data = json.dumps({"images": self.images, "index": self.index, "sizes": self.sizes,
-                           "names": names, "labels": labels, "fn": self.fn_name})
-        return f"""<div class="bssn-interactive" id="{uid}" data-bssn-interactive="{self.n_frames}">
-<div class="bssn-controls" style="display:flex;flex-wrap:wrap;gap:0.4em 1.5em;margin-bottom:0.4em">
+        controls = "\n  ".join(
+            self._control(k, n, v) for k, (n, v) in enumerate(self.choices.items())
+        )
+        alt = f"{self.fn_name}: " + _combo_text(
+            {n: v[0] for n, v in self.choices.items()}
+        )
+        data = json.dumps(
+            {
+                "images": self.images,
+                "index": self.index,
+                "sizes": self.sizes,
+                "names": names,
+                "labels": labels,
+                "fn": self.fn_name,
+            }
+        )
+        div = (f'<div class="bssn-interactive" id="{uid}" '
+               f'data-bssn-interactive="{self.n_frames}">')
+        row = "display:flex;flex-wrap:wrap;gap:0.4em 1.5em;margin-bottom:0.4em"
+        first = self.images[self.index[0]]
+        img = (f'<img id="{uid}-img" src="data:image/png;base64,{first}" '
+               f'alt="{esc(alt)}" style="max-width:100%">')
+        return f"""{div}
+<div class="bssn-controls" style="{row}">
   {controls}
 </div>
-<img id="{uid}-img" src="data:image/png;base64,{self.images[self.index[0]]}" alt="{esc(alt)}" style="max-width:100%">
+{img}
 <script type="application/json" id="{uid}-data">{data}</script>
 <script>
 (function () {{
@@ -192,12 +254,14 @@ class StaticFigure:
 def _live(fn, choices: dict[str, list]):
     import ipywidgets as W
     from IPython.display import display
+
     controls = {}
     for name, values in choices.items():
         opts = [(str(v), v) for v in values]
         if len(values) > 1 and all(_is_number(v) for v in values):
-            controls[name] = W.SelectionSlider(options=opts, value=values[0], description=name,
-                                               continuous_update=False)
+            controls[name] = W.SelectionSlider(
+                options=opts, value=values[0], description=name, continuous_update=False
+            )
         else:
             controls[name] = W.Dropdown(options=opts, value=values[0], description=name)
     out = W.Output()
@@ -211,17 +275,22 @@ def _live(fn, choices: dict[str, list]):
     for c in controls.values():
         c.observe(redraw, names="value")
     redraw()
-    box = W.VBox([W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")), out])
-    box.controls, box.output = controls, out  # for tests and for users who want to drive it
+    box = W.VBox(
+        [W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")), out]
+    )
+    # for tests and for users who want to drive it
+    box.controls, box.output = controls, out
     return box
 
 # %% ../nbs/A3_widgets.ipynb #439e0745
 def interactive_figure(fn, *, static: bool | None = None, dpi: int = 80, **choices):
-    """Figure of `fn(**kwargs)` with one control per keyword; each keyword lists its values, the first is the default.
+    """Figure of `fn(**kwargs)` with one control per keyword; each keyword lists its
+    values, the first is the default.
 
-    In a kernel: ipywidgets controls and an Output that redraws the figure. With `BSSN_BOOK_STATIC=1`
-    (the book build) or `static=True`: every combination is drawn now (at most `MAX_FRAMES`) and a
-    `StaticFigure` is returned whose HTML switches between the PNG frames without a kernel.
+    In a kernel: ipywidgets controls and an Output that redraws the figure. With
+    `BSSN_BOOK_STATIC=1` (the book build) or `static=True`: every combination is drawn
+    now (at most `MAX_FRAMES`) and a `StaticFigure` is returned whose HTML switches
+    between the PNG frames without a kernel.
     """
     choices = _check_choices(fn, choices)
     if static is None:
@@ -229,6 +298,8 @@ def interactive_figure(fn, *, static: bool | None = None, dpi: int = 80, **choic
     if not static:
         return _live(fn, choices)
     names = list(choices)
-    frames = [figure_png(_call(fn, dict(zip(names, combo))), dpi=dpi)
-              for combo in itertools.product(*choices.values())]
+    frames = [
+        figure_png(_call(fn, dict(zip(names, combo))), dpi=dpi)
+        for combo in itertools.product(*choices.values())
+    ]
     return StaticFigure(_fn_name(fn), choices, frames)
