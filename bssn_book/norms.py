@@ -177,7 +177,7 @@ class _MulScalar(torch.autograd.Function):
         )
         return gw, gr
 
-
+# %% ../nbs/10_inside.ipynb #c0011b
 # below this, the Python cost of an autograd.Function exceeds what it saves
 FUSED_BACKWARD_MIN_NUMEL = 2**17
 
@@ -193,7 +193,7 @@ def _check_weight(weight, who):
     least 2 dimensions (out x in [x kernel])."""
     _check_float_tensor(weight, f"{who}: the weight", min_ndim=2)
 
-
+# %% ../nbs/10_inside.ipynb #c0011c
 # "ssn" is "sn" with a scale
 _FAMILY = {"sn": "sn", "ssn": "sn", "bsn": "bsn", "bssn": "bsn", "strict": "strict"}
 
@@ -280,7 +280,7 @@ def _model_load_pre_hook(module, state_dict, prefix, *args):
             "loaded):\n\t" + "\n\t".join(bad)
         )
 
-
+# %% ../nbs/10_inside.ipynb #c0011d
 class _Norm(nn.Module):
     """Base of the weight parametrizations: a divisor sigma(W) and a multiplier
     (constant `scale` or learnable `gamma`)."""
@@ -863,7 +863,7 @@ def _reparametrized(layer, tname="weight"):
         )
     return None
 
-
+# %% ../nbs/10_inside.ipynb #c0018b
 _SCALE_FREE = (
     nn.ReLU,
     nn.LeakyReLU,
@@ -945,7 +945,7 @@ def _scale_cancelled(module, normalized):
                     break
     return found
 
-
+# %% ../nbs/10_inside.ipynb #c0018c
 def _layer_load_pre_hook(
     layer,
     state_dict,
@@ -1047,7 +1047,7 @@ def _make_norm(kind, layer, input_shape, kw, tname="weight"):
     norm.kind = kind
     return norm
 
-
+# %% ../nbs/10_inside.ipynb #c0018d
 def apply_norm(
     module,
     kind,
@@ -1411,7 +1411,7 @@ def sigmas(model):
             out[key(name, t)] = {"sigma": _torch_sigma(m, t, sn)}
     return out
 
-
+# %% ../nbs/10_inside.ipynb #c0019b
 def _all_norms(module, who):
     """(layer, tensor name, parametrization) for every tensor `apply_norm` normalized in
     `module` (a layer, a model, nested containers; a DDP- or torch.compile-wrapped
