@@ -15,23 +15,28 @@ from ..spectral import _check_float_tensor, reshape_weight, spectral_norm_exact
 
 
 def fan_out(layer):
-    "The fan-out: `out_features`, or `out_channels/groups * prod(kernel_size)` for a Conv (what one input feeds)."
+    "Fan-out: `out_features`, or `out_channels/groups * prod(kernel_size)` (a Conv)."
     if isinstance(layer, nn.Linear):
         return layer.out_features
     if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
         return layer.out_channels // layer.groups * math.prod(layer.kernel_size)
-    raise TypeError(f"fan_out: expected a Linear or Conv layer, got {type(layer).__name__}")
+    name = type(layer).__name__
+    raise TypeError(f"fan_out: expected a Linear or Conv layer, got {name}")
 
 
 def bsn_sigmas(weight):
-    "Exact (sigma_out, sigma_in) of a Linear/Conv weight (eq-ch7-bsn): sigma of the c_out x (c_in k) and c_in x (c_out k) reshapes."
+    """Exact (sigma_out, sigma_in) of a Linear/Conv weight (eq-ch7-bsn): sigma of the
+    c_out x (c_in k) and the c_in x (c_out k) reshape."""
     _check_float_tensor(weight, "bsn_sigmas: weight", min_ndim=2)
     w = weight.detach()
-    return float(spectral_norm_exact(reshape_weight(w, 0))), float(spectral_norm_exact(reshape_weight(w, 1)))
+    s_out = spectral_norm_exact(reshape_weight(w, 0))
+    s_in = spectral_norm_exact(reshape_weight(w, 1))
+    return float(s_out), float(s_in)
 
 # %% ../../nbs/07_bssn.ipynb #b79b2f2b
 def bsn_variance(c_in, c_out, kernel_area):
-    "Random-matrix prediction (eq-ch7-bsnvar) of Var(W_bar) under BSN: 4 / ((sqrt(c_out) + sqrt(c_in k)) + (sqrt(c_in) + sqrt(c_out k)))^2."
+    """Random-matrix prediction (eq-ch7-bsnvar) of Var(W_bar) under BSN:
+    4 / ((sqrt(c_out) + sqrt(c_in k)) + (sqrt(c_in) + sqrt(c_out k)))^2."""
     s_out = math.sqrt(c_out) + math.sqrt(c_in * kernel_area)
     s_in = math.sqrt(c_in) + math.sqrt(c_out * kernel_area)
     return 4.0 / (s_out + s_in) ** 2
@@ -43,8 +48,9 @@ def bsn_xavier_ratio(c_in, c_out, kernel_area):
 
 # %% ../../nbs/07_bssn.ipynb #13a12b70
 def block_log_gains(profile):
-    """Per-block log-gains from `signal_gradient_profile`: forward[l-1] = log(f_l / f_{l-1}) for block l, and
-    backward[l-1] = the log-gain of the gradient passing back through block l. Returns {'forward', 'backward'}."""
+    """Per-block log-gains from `signal_gradient_profile`: forward[l-1] =
+    log(f_l / f_{l-1}) for block l, and backward[l-1] = the log-gain of the gradient
+    passing back through block l. Returns {'forward', 'backward'}."""
     f, b = profile["forward"].double().log(), profile["backward"].double().log()
     fwd = f[1:] - f[:-1]
     bwd = (b[1:] - b[:-1]).flip(0)  # step j back traverses block L - j + 1
@@ -52,19 +58,22 @@ def block_log_gains(profile):
 
 # %% ../../nbs/07_bssn.ipynb #b4168fb2
 def kaiming_gain(slope=0.0):
-    "Kaiming's gain for a leaky ReLU (eq-ch7-gain): sqrt(2 / (1 + slope^2)), the std relative to LeCun's."
-    return math.sqrt(2.0 / (1.0 + slope ** 2))
+    "Kaiming's gain (eq-ch7-gain): sqrt(2 / (1 + slope^2)), the std relative to LeCun."
+    return math.sqrt(2.0 / (1.0 + slope**2))
 
 
 def predicted_best_scale(fan_var, slope=0.1, pad=1.0):
-    "c* of eq-ch7-cstar: the scale that makes the per-block gain 1, given fan_in*Var(W_bar) (or fan_out*Var backward)."
+    """c* of eq-ch7-cstar: the scale that makes the per-block gain 1, given
+    fan_in * Var(W_bar) (or fan_out * Var backward)."""
     if fan_var <= 0 or pad <= 0:
         raise ValueError("predicted_best_scale: fan_var and pad must be positive")
     return kaiming_gain(slope) / math.sqrt(fan_var * pad)
 
-
+# %% ../../nbs/07_bssn.ipynb #c7a10019
+#@title Library: best_scale, where a fitted decay rate crosses zero (with input checks)
 def best_scale(scales, rates):
-    "The scale where a decay rate crosses 0: least-squares fit of rate = alpha - beta*log(c) over a sweep, c* = exp(alpha/beta)."
+    """The scale where a decay rate crosses 0: a least-squares fit of
+    rate = alpha - beta * log(c) over a sweep, c* = exp(alpha / beta)."""
     scales, rates = list(scales), list(rates)
     if len(scales) != len(rates):
         raise ValueError(f"best_scale: {len(scales)} scales but {len(rates)} rates")
@@ -74,7 +83,8 @@ def best_scale(scales, rates):
     r = torch.tensor([float(v) for v in rates], dtype=torch.float64)
     if len(lc) < 2 or float(lc.std()) == 0:
         raise ValueError("best_scale: need at least two different scales")
-    beta = -float(((lc - lc.mean()) * (r - r.mean())).sum() / ((lc - lc.mean()) ** 2).sum())
+    lc0, r0 = lc - lc.mean(), r - r.mean()
+    beta = -float((lc0 * r0).sum() / (lc0**2).sum())
     if beta <= 0:
         raise ValueError("best_scale: the rate does not decrease with the scale")
     alpha = float(r.mean()) + beta * float(lc.mean())

@@ -6,13 +6,14 @@
 __all__ = ['fan_in', 'effective_weight', 'raw_weight', 'fan_in_variance', 'grad_norms']
 
 # %% ../../nbs/06_training.ipynb #a1d6527b
+#@title Library: the monitors, fan_in_variance and grad_norms (the full version)
 import math
 import torch
 from torch import nn
 
 
 def _layers(module):
-    "Every Linear / Conv / ConvTranspose layer inside `module` as `(name, layer)` pairs."
+    "Every Linear / Conv / ConvTranspose layer inside `module`, as (name, layer) pairs."
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(module).__name__}")
     return [(name, m) for name, m in module.named_modules()
@@ -20,24 +21,29 @@ def _layers(module):
 
 
 def fan_in(layer):
-    "Inputs feeding one output unit: `in_features`, or `in_channels/groups * prod(kernel_size)` for (transposed) convolutions."
+    """Inputs feeding one output unit: `in_features`, or
+    `in_channels/groups * prod(kernel_size)` for (transposed) convolutions."""
     if isinstance(layer, nn.Linear):
         return layer.in_features
     if isinstance(layer, nn.modules.conv._ConvNd):
         return layer.in_channels // layer.groups * math.prod(layer.kernel_size)
-    raise TypeError(f"fan_in: expected a Linear or Conv layer, got {type(layer).__name__}")
+    name = type(layer).__name__
+    raise TypeError(f"fan_in: expected a Linear or Conv layer, got {name}")
 
 
 def effective_weight(layer):
-    "The weight the layer computes with (normalized and scaled if parametrized), without updating any state."
+    """The weight the layer computes with (normalized and scaled if parametrized),
+    without updating any state."""
     plist = getattr(getattr(layer, "parametrizations", None), "weight", None)
-    if plist is None and not isinstance(getattr(layer, "weight", None), torch.Tensor):  # (no parametrization runs here)
-        raise TypeError(f"effective_weight: {type(layer).__name__} has no weight tensor (expected a Linear or Conv layer)")
+    if plist is None and not isinstance(getattr(layer, "weight", None), torch.Tensor):
+        name = type(layer).__name__  # (no parametrization runs here)
+        raise TypeError(f"effective_weight: {name} has no weight tensor "
+                        "(expected a Linear or Conv layer)")
     with torch.no_grad():
         if plist is None:
             return layer.weight.detach().clone()
         was = [p.training for p in plist.modules()]
-        plist.eval()  # eval mode: power-iteration vectors are not updated by a monitor
+        plist.eval()  # eval mode: a monitor does not update the power-iteration vectors
         try:
             return layer.weight.detach().clone()
         finally:
@@ -46,19 +52,22 @@ def effective_weight(layer):
 
 
 def raw_weight(layer):
-    "The trained parameter behind `layer.weight`: `parametrizations.weight.original` if parametrized."
+    """The trained parameter behind `layer.weight`: `parametrizations.weight.original`
+    if parametrized."""
     plist = getattr(getattr(layer, "parametrizations", None), "weight", None)
     return layer.weight if plist is None else plist.original
 
 
 def fan_in_variance(module):
-    "`{name: fan_in * Var(w_bar)}` for the effective weight of every Linear/Conv layer in `module` (1 = LeCun)."
+    """`{name: fan_in * Var(w_bar)}` for the effective weight of every Linear/Conv layer
+    in `module` (1 = LeCun)."""
     return {name: float(fan_in(m) * effective_weight(m).double().var(correction=0))
             for name, m in _layers(module)}
 
 
 def grad_norms(module):
-    "`{name: ||grad of raw weight||_2}` for every Linear/Conv layer whose raw weight has a gradient (call after backward)."
+    """`{name: ||grad of raw weight||_2}` for every Linear/Conv layer whose raw weight
+    has a gradient (call after backward)."""
     out = {}
     for name, m in _layers(module):
         g = raw_weight(m).grad
