@@ -41,7 +41,7 @@ EXTRAS = {
     "06_training": ["data"], "07_bssn": [], "09_guide": ["data"], "11a_models": [], "11b_losses": [],
     "11c_data": ["data"], "11d_metrics": ["metrics", "data"], "11e_train": ["data"], "11f_cli": ["metrics", "data"],
     "08_evidence": ["data"], "12_recipe": ["metrics", "data"], "A1_api": ["docs"], "A2_benchmarks": [],
-    "A3_widgets": [], "10_inside": [], "A4_notation": [],
+    "A3_widgets": [], "10_inside": [], "A4_notation": [], "08a_more_results": ["data"],
 }
 
 
