@@ -456,6 +456,15 @@ def test_k_is_the_logit_ratio_at_initialization_for_every_x(run_py, depth):
         assert r["k"] > k8                                                               # c^L grows with L
 
 
+def test_k_is_the_same_when_train_computes_it_in_threads(run_py):
+    "train() runs configurations in threads and build_models seeds torch's global RNG: k must not depend on that."
+    from concurrent.futures import ThreadPoolExecutor
+    cfgs = [_tiny(run_py, 8, seed)[1] for seed in (0, 1)] * 4
+    with ThreadPoolExecutor(4) as pool:
+        ks = list(pool.map(lambda c: run_py.logit_ratio(c, ("bssn", 1.2))["k_raw"], cfgs))
+    assert ks == [run_py.logit_ratio(c, ("bssn", 1.2))["k_raw"] for c in cfgs]
+
+
 def test_k_needs_zero_biases(run_py, monkeypatch):
     "The premise of one k for every x: D's biases are zero at initialization (else logit_ratio refuses)."
     import torch

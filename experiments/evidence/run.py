@@ -154,7 +154,7 @@ MACHINE = {name: (
     "`code`, with light work (editing, small tests) beside it")
     for name in ("results", "results-r32", "results-r32-long", "results-r32-long-official", "results-mechanism")}
 COLLAPSE_DIVERSITY, COLLAPSE_LOSS_D, LAST_STEPS, RING_MIN_MODES = 0.25, 0.05, 50, 4
-_lock = threading.Lock()
+_lock, _rng_lock = threading.Lock(), threading.Lock()   # printing; torch's global RNG
 
 
 GRID_SETS = {}   # what the current grid's image runs change in config.json; set by at_resolution
@@ -222,6 +222,11 @@ def logit_ratio(cfg, match, n=64):
     (rounded to K_DIGITS significant digits: what the run uses), its relative spread over the batch (max - min) /
     |median|, and `k_layers`: the product over layers of ||W_match||_F / ||W||_F of the weights the layers use, the
     same number from the weights alone."""
+    with _rng_lock:   # build_models seeds torch's global RNG: two threads of train() must not interleave here
+        return _logit_ratio(cfg, match, n)
+
+
+def _logit_ratio(cfg, match, n):
     import torch
     from bssn_book.train import build_models, load_dataset
     cfgs = [cfg.replace(norm=match[0], scale=match[1]), cfg]
