@@ -48,7 +48,8 @@ def t_test_power(effect, sd, n, alpha=1 - LEVEL):
 
 def detectable_effect(sd, n, power=POWER, alpha=1 - LEVEL):
     "Smallest true mean difference that test finds with `power`, from the SD of d."
-    if n < 2 or not np.isfinite(sd):
+    # n = 2 leaves one degree of freedom, where scipy's noncentral t gives NaN: not stated
+    if n < 3 or not np.isfinite(sd):
         return math.nan
     if sd == 0:
         return 0.0
@@ -111,7 +112,7 @@ def verdict(d, direction=1, failures=None, level=LEVEL, power=POWER):
     near, far = sorted((np.sign(direction) * lo, np.sign(direction) * hi))
     if failures is not None and untestable(*failures):
         label = "untestable"
-    elif n < 2:
+    elif n < 3:   # too few finite pairs for an interval and a detectable effect
         label = "not measured"
     elif near > 0:
         label = "holds"
