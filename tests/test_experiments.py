@@ -570,3 +570,12 @@ def test_collect_links_a_new_result_folder_from_the_package(run_py, tmp_path, mo
     monkeypatch.setattr(run_py, "RESULTS", tmp_path / "smoke" / "results-r32")
     run_py.link_results()                                             # a --root elsewhere: no link
     assert sorted(p.name for p in links.iterdir()) == ["results-mechanism"]
+
+
+def test_the_length_checks_keep_a_checkpoint_per_evaluation(run_py):
+    "collect reads each evaluation's samples from its checkpoint (a failure is known per evaluation, not only at the end)."
+    for official in (False, True):
+        for g in run_py.at_resolution(32, long=True, official=official):
+            cfg = _config_of(run_py, g)
+            assert cfg.checkpoint_every == cfg.metrics_every
+            assert cfg.keep_last >= cfg.iterations // cfg.metrics_every

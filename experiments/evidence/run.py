@@ -162,7 +162,10 @@ RESOLUTIONS = (16, 32)   # the committed grids: results/ (16x16) and results-r32
 # The length check: these configurations (base setting), LONG_SETS on top of the grid's, at LONG_RESOLUTIONS; the same
 # under the official loop (OFFICIAL_SETS) at LONG_OFFICIAL_RESOLUTIONS. SN_w and BSSN c = 1.2, the pair of claim 2.
 LONG_CONFIGS = ("sn-c1", "bssn-c1.2")
-LONG_SETS, LONG_RESOLUTIONS = {"iterations": 5000, "metrics_every": 500}, (32,)
+# a checkpoint per evaluation (kept): the diversity of each evaluation's samples, so that a run's failure is known at
+# every evaluation, not only at the end (metrics.csv's diversity_ratio)
+LONG_SETS = {"iterations": 5000, "metrics_every": 500, "checkpoint_every": 500, "keep_last": 10}
+LONG_RESOLUTIONS = (32,)
 OFFICIAL_SETS, LONG_OFFICIAL_RESOLUTIONS = {"loop": "official"}, (32,)
 
 
@@ -310,6 +313,16 @@ def sample_diversity(run_dir, cfg_dict, n=1000, checkpoint=None):
     real = load_dataset(cfg)
     idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(123))[:n]
     return _diversity(x), _diversity(real[idx])
+
+
+def checkpoint_diversity(d, cfg):
+    "{step: diversity ratio of the samples of that step's generator} for every checkpoint kept in run folder d."
+    from bssn_book.train import list_checkpoints
+    out = {}
+    for ck in list_checkpoints(d / "checkpoints"):
+        div_g, div_r = sample_diversity(d, cfg, checkpoint=ck)
+        out[int(re.search(r"(\d+)", ck.stem)[1])] = div_g / div_r   # ckpt-<step>.pt
+    return out
 
 
 def layer_order(keys):
@@ -548,8 +561,13 @@ def collect(grid):
                 for r in _read_rows(d / "metrics.jsonl"):
                     mixture.append({"run": name, "config": g["name"], "seed": seed, **r})
                 continue
-            for r in _read_rows(d / "metrics.jsonl"):   # FID/KID/IS every metrics_every iterations
-                metrics.append({"run": name, "config": g["name"], "kind": kind, "seed": seed, **r})
+            # FID/KID/IS every metrics_every iterations; where a checkpoint of that step is kept (the length check),
+            # the diversity of its samples too
+            diversity = checkpoint_diversity(d, json.loads((d / "config.json").read_text())) \
+                if GRID_SETS.get("checkpoint_every") == GRID_SETS.get("metrics_every") else {}
+            for r in _read_rows(d / "metrics.jsonl"):
+                metrics.append({"run": name, "config": g["name"], "kind": kind, "seed": seed, **r,
+                                **({"diversity_ratio": diversity.get(r["step"])} if diversity else {})})
             layers = layer_order(log[0].keys()) if log else []
             for r in log:
                 losses.append({"run": name, "config": g["name"], "seed": seed, "step": r["step"],
@@ -572,6 +590,8 @@ def collect(grid):
             "grid": [{k: (list(v) if k == "seeds" else v) for k, v in g.items()} for g in grid],
             "definitions": {"diverged": "stopped on a non-finite loss, or FID not finite",
                             "collapsed": COLLAPSED,
+                            "diversity_ratio": "metrics.csv, where a checkpoint of the step was kept (the length "
+                                               "check): as runs.csv's, for the generator of that step",
                             "grad_normalized": "||dL/dW_raw|| * sigma / |c|: the norm of the gradient w.r.t. the "
                                                "normalized weight c W/sigma, projected orthogonally to W (c: the "
                                                "constant scale, or the learnable gamma logged at that step)"},
@@ -612,7 +632,6 @@ def collect_mechanism(grid):
     if not _fresh_clone_guard(grid):
         return False
     RESULTS.mkdir(parents=True, exist_ok=True)
-    from bssn_book.train import list_checkpoints
     timings = read_timings(grid)
     ks = mechanism_ks(grid)
     k_of = {(r["config"], r["seed"]): r["k"] for r in ks}
@@ -641,10 +660,7 @@ def collect_mechanism(grid):
                               **{k: r.get(k) for k in ("loss_d", "loss_g", "d_real", "d_fake")},
                               **{k: r.get(key) for k, key in MECHANISM_MONITORS.items()},
                               **{f"fan_in_var_{i}": r.get(f"fan_in_var/D/{layer}") for i, layer in enumerate(layers)}})
-            diversity = {}
-            for ck in list_checkpoints(d / "checkpoints"):
-                div_g, div_r = sample_diversity(d, cfg, checkpoint=ck)
-                diversity[int(re.search(r"(\d+)", ck.stem)[1])] = div_g / div_r   # ckpt-<step>.pt
+            diversity = checkpoint_diversity(d, cfg)
             for r in _read_rows(d / "metrics.jsonl"):
                 metrics.append({"run": row["run"], **ids, "seed": seed, "step": r["step"], "fid": r.get("fid"),
                                 "kid": r.get("kid"), "diversity_ratio": diversity.get(r["step"])})
