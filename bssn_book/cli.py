@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .train import (PRESETS, SETTINGS, CheckpointError, ConfigError, NonFiniteLossError, TrainConfig,
-                             Trainer, atomic_write, available_cpus, build_models, evaluate_generator, load_checkpoint,
-                             load_dataset, resolve_device)
+from .train import (
+    PRESETS, SETTINGS, CheckpointError, ConfigError, NonFiniteLossError, TrainConfig,
+    Trainer, atomic_write, available_cpus, build_models, evaluate_generator,
+    load_checkpoint, load_dataset, numerics_env, resolve_device)
+
 
 # %% ../nbs/11f_cli.ipynb #00000006
 class UsageError(Exception):
@@ -23,7 +25,8 @@ class UsageError(Exception):
 
 
 def parse_value(text):
-    "A `--set` value: JSON when it parses (numbers, true/false, null, lists), a comma list of those, else the string."
+    """A `--set` value: JSON when it parses (numbers, true/false, null, lists), a comma
+    list of those, else the string."""
     try:
         return json.loads(text)
     except ValueError:
@@ -55,9 +58,11 @@ def read_config_file(path):
             return tomllib.loads(path.read_text())
         if path.suffix.lower() == ".json":
             d = json.loads(path.read_text())
-            if not isinstance(d, dict): raise ValueError("the top level must be an object")
+            if not isinstance(d, dict):
+                raise ValueError("the top level must be an object")
             return d
-    except ValueError as e:   # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+    # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+    except ValueError as e:
         raise UsageError(f"config file {path} cannot be parsed: {e}") from None
     raise UsageError(f"config file {path}: expected a .json or .toml file")
 
@@ -68,96 +73,119 @@ def make_config(preset=None, config=None, sets=None):
     base = file.pop("preset", None) if preset is None else preset
     base = base or ("quick" if not config else None)
     if base is not None and not isinstance(base, str):
-        raise UsageError(f"preset must be a name (one of: {', '.join(PRESETS)}), got {base!r}")
+        raise UsageError(f"preset must be a name (one of: {', '.join(PRESETS)}), got "
+                         f"{base!r}")
     if base is not None and base not in PRESETS:
         raise UsageError(f"unknown preset {base!r} (allowed: {', '.join(PRESETS)})")
     d = {**(PRESETS[base] if base else {}), **file, **(sets or {})}
     return TrainConfig.from_dict(d).validate()
 
+
 # %% ../nbs/11f_cli.ipynb #00000009
-def evaluate_checkpoint(path, *, samples=None, extractor=None, ema=True, data_root=None, device="auto"):
+def evaluate_checkpoint(path, *, samples=None, extractor=None, ema=True, data_root=None,
+                        device="auto"):
     "Metrics of the generator in checkpoint `path` (EMA copy if present and `ema`)."
     state = load_checkpoint(path)
-    missing = sorted({"config", "G", "step"} - set(state)) if isinstance(state, dict) else ["a dict"]
+    if isinstance(state, dict):
+        missing = sorted({"config", "G", "step"} - set(state))
+    else:
+        missing = ["a dict"]
     if missing:
-        raise CheckpointError(f"{path} is not a bssn-book training checkpoint (missing {', '.join(missing)})")
+        raise CheckpointError(f"{path} is not a bssn-book training checkpoint (missing "
+                              f"{', '.join(missing)})")
     d = dict(state["config"])
-    if data_root is not None: d["data_root"] = data_root
-    if extractor is not None: d["metrics_extractor"] = extractor
-    if samples is not None: d["metrics_samples"] = samples
-    d.update(device=device, progress=False, out_dir=str(Path(path).parent / "eval"))
+    for key, value in [("data_root", data_root), ("metrics_extractor", extractor),
+                       ("metrics_samples", samples)]:
+        if value is not None:
+            d[key] = value
+    # the run's numerics mode pinned its training; an evaluation runs on any device
+    d.update(device=device, progress=False, out_dir=str(Path(path).parent / "eval"),
+             numerics=None)
     cfg = TrainConfig.from_dict(d).validate()
     G, _ = build_models(cfg)
-    G.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
+    use_ema = bool(ema and state.get("G_ema") is not None)
+    G.load_state_dict(state["G_ema"] if use_ema else state["G"])
     dev = resolve_device(cfg.device)
     res = evaluate_generator(G.to(dev), load_dataset(cfg), cfg, dev)
-    return {"checkpoint": str(path), "step": int(state["step"]), "ema": bool(ema and state.get("G_ema") is not None),
-            **res}
+    return {"checkpoint": str(path), "step": int(state["step"]), "ema": use_ema, **res}
+
 
 # %% ../nbs/11f_cli.ipynb #0000000b
 def sweep_runs(base, kinds, scales, seeds, settings=None, out="runs/sweep"):
-    "Validated `(name, TrainConfig)` for every combination (all validated before any run starts)."
+    "Validated `(name, TrainConfig)` for every combination, before any run starts."
     out, runs = Path(out), []
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; a sweep writes a folder of runs")
     for setting in settings or [None]:
         if setting is not None and setting not in SETTINGS:
-            raise UsageError(f"unknown setting {setting!r} (allowed: {', '.join(SETTINGS)})")
+            raise UsageError(f"unknown setting {setting!r} (allowed: "
+                             f"{', '.join(SETTINGS)})")
         for kind, scale, seed in itertools.product(kinds, scales, seeds):
             name = f"{kind}-c{scale:g}-seed{seed}" + (f"-{setting}" if setting else "")
-            d = {**base, **(SETTINGS[setting] if setting else {}), "norm": kind, "scale": scale, "seed": seed,
-                 "out_dir": str(out / name), "progress": False}
+            d = {**base, **(SETTINGS[setting] if setting else {}), "norm": kind,
+                 "scale": scale, "seed": seed, "out_dir": str(out / name),
+                 "progress": False}
             runs.append((name, TrainConfig.from_dict(d).validate()))
     names = [name for name, _ in runs]
     if twice := sorted({n for n in names if names.count(n) > 1}):
-        raise UsageError(f"these runs would share one folder: {', '.join(twice)} (a kind, scale, seed or setting given "
-                         "twice?)")
+        raise UsageError(f"these runs would share one folder: {', '.join(twice)} (a "
+                         "kind, scale, seed or setting given twice?)")
     return runs
 
 
+_MAIN = "import sys; from bssn_book.cli import main; sys.exit(main())"
+
+
 def _train_command(config_path):
-    return [sys.executable, "-c", "import sys; from bssn_book.cli import main; sys.exit(main())",
-            "train", "--config", str(config_path)]
+    return [sys.executable, "-c", _MAIN, "train", "--config", str(config_path)]
 
 
 def _run_one(name, cfg, log):
     out = Path(cfg.out_dir)
     if (out / "done.json").exists():
         log(f"{name}: skipped (done)")
-        return dict(json.loads((out / "done.json").read_text()), status="skipped (done)", time_s=0.0)
+        done = json.loads((out / "done.json").read_text())
+        return dict(done, status="skipped (done)", time_s=0.0)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "run_config.json"
     cfg_path.write_text(json.dumps(cfg.to_dict(), indent=1))
-    env = dict(os.environ)
-    if cfg.threads is not None:   # OpenMP's and MKL's pools in the child start at the run's share (fit() sets torch's)
+    # the numerics mode's variables must be there when the child's torch loads
+    env = {**os.environ, **numerics_env(cfg.numerics)}
+    # OpenMP's and MKL's pools in the child start at the run's share (fit() sets
+    # torch's)
+    if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg.threads)
     t0 = time.perf_counter()
     with open(out / "train.log", "a") as f:
-        rc = subprocess.run(_train_command(cfg_path), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        rc = subprocess.run(_train_command(cfg_path), stdout=f,
+                            stderr=subprocess.STDOUT, env=env).returncode
     dt = time.perf_counter() - t0
     if (out / "done.json").exists():
         res = dict(json.loads((out / "done.json").read_text()), status="done")
     else:
         tail = (out / "train.log").read_text().strip().splitlines()[-1:] or [""]
-        res = {"status": "interrupted" if rc >= 128 else f"failed (exit {rc})", "error": tail[0]}
+        status = "interrupted" if rc >= 128 else f"failed (exit {rc})"
+        res = {"status": status, "error": tail[0]}
     res["time_s"] = dt
     log(f"{name}: {res['status']} in {dt:.1f} s")
     return res
 
 
 def _earlier_summary(out):
-    "The rows of an earlier sweep's `summary.json` in `out` by run name ({} if none); an unreadable one is an error."
+    """The rows of an earlier sweep's `summary.json` in `out` by run name ({} if none);
+    an unreadable one is an error."""
     path = out / "summary.json"
     if not path.exists():
         return {}
     try:
         rows = json.loads(path.read_text())
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "run" in r for r in rows):
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "run" in r
+                                                 for r in rows):
             raise ValueError("not a list of rows, each with a 'run'")
         return {r["run"]: r for r in rows}
     except (ValueError, OSError) as e:
-        raise UsageError(f"{path} is not a sweep summary ({type(e).__name__}: {e}); move it away, or sweep into "
-                         "another --out") from None
+        raise UsageError(f"{path} is not a sweep summary ({type(e).__name__}: {e}); "
+                         "move it away, or sweep into another --out") from None
 
 
 try:
@@ -168,7 +196,8 @@ except ImportError:   # Windows: no lock
 
 @contextlib.contextmanager
 def _summary_lock(out):
-    "An exclusive lock on the summary files in `out` (where fcntl exists): two sweeps into one folder both get merged."
+    """An exclusive lock on the summary files in `out` (where fcntl exists): two sweeps
+    into one folder both get merged."""
     if fcntl is None:
         yield
         return
@@ -181,69 +210,93 @@ def _summary_lock(out):
 
 
 def thread_share(jobs, n_runs):
-    """torch threads per run when `jobs` runs of `n_runs` share this process's CPUs: an equal share, at least 1, and
-    never more than torch's own setting here (OMP_NUM_THREADS=1 in the sweep's environment keeps every run at 1)."""
-    return max(1, min(torch.get_num_threads(), available_cpus() // max(1, min(jobs, n_runs))))
+    """torch threads per run when `jobs` runs of `n_runs` share this process's CPUs: an
+    equal share, at least 1, and never more than torch's own setting here
+    (OMP_NUM_THREADS=1 in the sweep's environment keeps every run at 1)."""
+    return max(1, min(torch.get_num_threads(),
+                      available_cpus() // max(1, min(jobs, n_runs))))
+
+
+_METRICS = ("fid", "kid", "is", "modes_covered", "high_quality")
 
 
 def run_sweep(runs, jobs=1, out="runs/sweep", log=print):
-    """Run `(name, config)` pairs as local processes, `jobs` at a time; returns this sweep's summary rows.
+    """Run `(name, config)` pairs as local processes, `jobs` at a time; returns this
+    sweep's summary rows.
 
-    A run whose config leaves `threads` at None gets `thread_share(jobs, len(runs))` threads: the processes running
-    at once share the cores instead of each taking all of them (a core wanted by two threads stalls both). The share
-    is computed when the sweep starts, so a run resumed by a later sweep (another `jobs`, run list or machine) may
-    continue with another thread count than its first part had.
+    A run whose config leaves `threads` at None gets `thread_share(jobs, len(runs))`
+    threads: the processes running at once share the cores instead of each taking all
+    of them (a core wanted by two threads stalls both). The share is computed when the
+    sweep starts, so a run resumed by a later sweep (another `jobs`, run list or
+    machine) may continue with another thread count than its first part had.
 
-    The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier sweeps into the same folder:
-    a run of the same name is replaced (keeping its training time if it was only skipped this time), others stay."""
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    The summary files in `out` (`summary.csv`, `summary.json`) keep the rows of earlier
+    sweeps into the same folder: a run of the same name is replaced (keeping its
+    training time if it was only skipped this time), others stay."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     _earlier_summary(out)   # an unreadable summary stops the sweep before anything runs
     share = thread_share(jobs, len(runs))
-    runs = [(name, cfg if cfg.threads is not None else cfg.replace(threads=share)) for name, cfg in runs]
+    runs = [(name, cfg if cfg.threads is not None else cfg.replace(threads=share))
+            for name, cfg in runs]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda nc: _run_one(nc[0], nc[1], log), runs))
     rows = []
     for (name, cfg), r in zip(runs, results):
         m = r.get("metrics") or {}
-        rows.append({"run": name, "norm": cfg.norm, "scale": cfg.scale, "seed": cfg.seed, "n_dis": cfg.n_dis,
-                     "status": r["status"], "threads": r.get("threads"), "step": r.get("step"), "loss_d": r.get("loss_d"),
-                     "loss_g": r.get("loss_g"), **{k: m[k] for k in ("fid", "kid", "is", "modes_covered", "high_quality")
-                                                   if k in m}, "time_s": round(r.get("time_s", 0.0), 1)})
+        rows.append({"run": name, "norm": cfg.norm, "scale": cfg.scale,
+                     "seed": cfg.seed, "n_dis": cfg.n_dis, "status": r["status"],
+                     "threads": r.get("threads"), "step": r.get("step"),
+                     "loss_d": r.get("loss_d"), "loss_g": r.get("loss_g"),
+                     **{k: m[k] for k in _METRICS if k in m},
+                     "time_s": round(r.get("time_s", 0.0), 1)})
     try:
         _merge_summary(out, rows)
-    except (OSError, UsageError) as e:   # hours of runs must not end with their rows lost: keep them beside
+    # hours of runs must not end with their rows lost: keep them beside
+    except (OSError, UsageError) as e:
         keep = out / f"summary-unmerged-{os.getpid()}.json"
         keep.write_text(json.dumps(rows, indent=1))
-        raise UsageError(f"could not merge this sweep's rows into {out / 'summary.json'} ({e}); they are in {keep}") \
-            from None
+        raise UsageError(f"could not merge this sweep's rows into "
+                         f"{out / 'summary.json'} ({e}); they are in {keep}") from None
     return rows
 
 
 def _merge_summary(out, rows):
-    "Add `rows` to the summary files in `out`, replacing rows of the same run name (see `run_sweep`)."
-    with _summary_lock(out):   # read again under the lock: another sweep into `out` may have written meanwhile
+    "Add `rows` to the summary files in `out`, replacing rows of the same run name."
+    # read again under the lock: another sweep into `out` may have written meanwhile
+    with _summary_lock(out):
         earlier = _earlier_summary(out)
         for r in rows:
             e = earlier.get(r["run"])
-            if r["status"] == "skipped (done)" and e and e.get("status") in ("done", "skipped (done)"):
+            if (r["status"] == "skipped (done)" and e
+                    and e.get("status") in ("done", "skipped (done)")):
                 r["time_s"] = e.get("time_s", r["time_s"])
         this = {r["run"] for r in rows}
         merged = [e for name, e in earlier.items() if name not in this] + rows
         keys = list(dict.fromkeys(k for r in merged for k in r))
         table = io.StringIO()
-        w = csv.DictWriter(table, keys); w.writeheader(); w.writerows(merged)
+        w = csv.DictWriter(table, keys)
+        w.writeheader()
+        w.writerows(merged)
         atomic_write(out / "summary.csv", lambda f: f.write(table.getvalue()), "w")
-        atomic_write(out / "summary.json", lambda f: f.write(json.dumps(merged, indent=1)), "w")
+        atomic_write(out / "summary.json",
+                     lambda f: f.write(json.dumps(merged, indent=1)), "w")
 
 
 def format_table(rows):
     "Rows of dicts as a plain-text table (numbers to 4 significant digits)."
-    if not rows: return "(no runs)"
+    if not rows:
+        return "(no runs)"
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    cell = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    def cell(v):
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
     table = [keys] + [[cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(keys))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in table)
+
 
 # %% ../nbs/11f_cli.ipynb #0000000d
 class _Parser(argparse.ArgumentParser):
@@ -256,57 +309,102 @@ def _list(kind):
         try:
             out = [kind(t) for t in text.split(",") if t.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}")
         if not out:
-            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected at least one value, got {text!r}")
         return out
     return parse
 
 
+_JOBS_HELP = (
+    "runs at a time; unless the config sets threads, each run gets an equal share of "
+    "this machine's CPUs as its torch threads: CPUs // min(jobs, number of runs in "
+    "this sweep), at least 1, at most OMP_NUM_THREADS where set. The share is computed "
+    "anew each time the sweep starts, so a resumed run may get another thread count "
+    "than its first part (another --jobs, run list or machine); a run's trajectory "
+    "depends on its thread count, so set threads in the config where that matters")
+
+
 def build_parser():
     "The `bssn-book` argument parser (subcommands train, eval, sweep)."
-    p = _Parser(prog="bssn-book", description="Train, evaluate and sweep the GANs of 'Why Spectral Normalization Stabilizes GANs'.")
+    p = _Parser(prog="bssn-book", description="Train, evaluate and sweep the GANs of "
+                "'Why Spectral Normalization Stabilizes GANs'.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     t = sub.add_parser("train", help="train one run (resumes from its last checkpoint)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default quick)")
-    src.add_argument("--config", help="a .json or .toml file of TrainConfig fields (may set preset = ...)")
-    t.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override fields (repeatable)")
-    t.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
-    e = sub.add_parser("eval", help="metrics of a checkpoint (offline MNIST extractor by default)")
+    src.add_argument("--config",
+                     help="a .json or .toml file of TrainConfig fields (may set "
+                          "preset)")
+    t.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override fields (repeatable)")
+    t.add_argument("--no-resume", action="store_true",
+                   help="start afresh even if checkpoints exist")
+    e = sub.add_parser("eval", help="metrics of a checkpoint (offline MNIST extractor "
+                       "by default)")
     e.add_argument("checkpoint")
-    e.add_argument("--samples", type=int, help="generated and real images (default: the run's metrics_samples)")
+    e.add_argument("--samples", type=int, help="generated and real images (default: "
+                   "the run's metrics_samples)")
     e.add_argument("--extractor", choices=["mnist", "inception-v3-compat"])
-    e.add_argument("--no-ema", action="store_true", help="the trained G even if an EMA copy exists")
+    e.add_argument("--no-ema", action="store_true",
+                   help="the trained G even if an EMA copy exists")
     e.add_argument("--data-root", help="where the run's dataset lives (if moved)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", metavar="FILE", help="also write the result to FILE")
-    s = sub.add_parser("sweep", help="runs over kinds x scales x seeds x settings as local processes")
+    s = sub.add_parser("sweep",
+                       help="runs over kinds x scales x seeds x settings as processes")
     s.add_argument("--kinds", type=_list(str), default=["sn", "bssn"])
     s.add_argument("--scales", type=_list(float), default=[1.0])
     s.add_argument("--seeds", type=_list(int), default=[0])
-    s.add_argument("--settings", type=_list(str), help=f"paper settings: {', '.join(SETTINGS)}")
+    s.add_argument("--settings", type=_list(str),
+                   help=f"paper settings: {', '.join(SETTINGS)}")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--preset", help="base preset of every run (default quick)")
     src.add_argument("--config", help="base config file of every run")
-    s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override fields of every run")
-    s.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time; unless the config sets threads, each run gets an equal share of this "
-                        "machine's CPUs as its torch threads: CPUs // min(jobs, number of runs in this sweep), at "
-                        "least 1, at most OMP_NUM_THREADS where set. The share is computed anew each time the sweep "
-                        "starts, so a resumed run may get another thread count than its first part (another "
-                        "--jobs, run list or machine); a run's trajectory depends on its thread count, so set "
-                        "threads in the config where that matters")
-    s.add_argument("--out", required=True, help="folder of the sweep (one subfolder per run)")
+    s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override fields of every run")
+    s.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
+    s.add_argument("--out", required=True,
+                   help="folder of the sweep (one subfolder per run)")
     return p
 
 
-def _cmd_train(a):
+# set in the environment of a train command that restarted itself for its numerics
+_RESTARTED = "BSSN_BOOK_NUMERICS_RESTARTED"
+
+
+def _restart_with_numerics(cfg, argv):
+    """When `cfg.numerics` asks for variables this process did not start with: run this
+    train command again with them, once (their values are read when torch loads).
+    From the shell (`argv` None) the process replaces itself (os.execve: same pid, so
+    signals and torchrun still reach the run); from Python, a child runs it and its
+    exit code is returned. None when nothing needs restarting."""
+    missing = {k: v for k, v in numerics_env(cfg.numerics).items()
+               if os.environ.get(k) != v}
+    if not missing or os.environ.get(_RESTARTED):
+        return None
+    if resolve_device(cfg.device).type != "cpu":
+        return None   # check_numerics refuses it, with the reason
+    env = {**os.environ, **missing, _RESTARTED: "1"}
+    cmd = [sys.executable, "-c", _MAIN, *(sys.argv[1:] if argv is None else argv)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if argv is None:
+        os.execve(sys.executable, cmd, env)
+    return subprocess.run(cmd, env=env).returncode
+
+
+def _cmd_train(a, argv=None):
     cfg = make_config(a.preset, a.config, parse_sets(a.set))
+    code = _restart_with_numerics(cfg, argv)
+    if code is not None:
+        return code
     r = Trainer(cfg, resume=not a.no_resume).fit()
     if r["status"] == "interrupted":
-        print(f"bssn-book: stopped by {r['signal']} at step {r['step']}; checkpoint {r['checkpoint']}; "
-              f"run the same command to resume", file=sys.stderr)
+        print(f"bssn-book: stopped by {r['signal']} at step {r['step']}; checkpoint "
+              f"{r['checkpoint']}; run the same command to resume", file=sys.stderr)
         import signal
         return 128 + int(getattr(signal, r["signal"]))
     if int(os.environ.get("RANK", "0")) == 0:
@@ -319,10 +417,11 @@ def _cmd_eval(a):
         raise UsageError(f"checkpoint {a.checkpoint} does not exist")
     if a.samples is not None and a.samples < 4:
         raise UsageError(f"--samples must be >= 4, got {a.samples}")
-    r = evaluate_checkpoint(a.checkpoint, samples=a.samples, extractor=a.extractor, ema=not a.no_ema,
-                            data_root=a.data_root, device=a.device)
+    r = evaluate_checkpoint(a.checkpoint, samples=a.samples, extractor=a.extractor,
+                            ema=not a.no_ema, data_root=a.data_root, device=a.device)
     print(format_table([r]))
-    if a.json: Path(a.json).write_text(json.dumps(r, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1))
     return 0
 
 
@@ -331,14 +430,19 @@ SWEPT = {"norm": "--kinds", "scale": "--scales", "seed": "--seeds", "out_dir": "
 
 
 def _cmd_sweep(a):
-    if a.jobs < 1: raise UsageError(f"--jobs must be >= 1, got {a.jobs}")
+    if a.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {a.jobs}")
     sets = parse_sets(a.set)
-    # a --set key that the sweep or a --settings entry overwrites would be dropped without a word: refuse it instead
+    # a --set key that the sweep or a --settings entry overwrites would be dropped
+    # without a word: refuse it instead
     clash = [f"{k} (given by {SWEPT[k]})" for k in sets if k in SWEPT] + [
-        f"{k} (set by --settings {s})" for s in (a.settings or []) for k in sets if k in SETTINGS.get(s, {})]
+        f"{k} (set by --settings {s})" for s in (a.settings or []) for k in sets
+        if k in SETTINGS.get(s, {})]
     if clash:
-        raise UsageError(f"--set {', '.join(clash)}: the sweep would replace it in every run; drop it from --set, or "
-                         "drop --settings and give the setting's values in --set (e.g. lr_g=2e-4 lr_d=1e-4 n_dis=1)")
+        raise UsageError(
+            f"--set {', '.join(clash)}: the sweep would replace it in every run; drop "
+            "it from --set, or drop --settings and give the setting's values in --set "
+            "(e.g. lr_g=2e-4 lr_d=1e-4 n_dis=1)")
     base = make_config(a.preset, a.config, sets).to_dict()
     runs = sweep_runs(base, a.kinds, a.scales, a.seeds, a.settings, a.out)
     print(f"sweep: {len(runs)} runs, {a.jobs} at a time, in {a.out}", flush=True)
@@ -347,17 +451,25 @@ def _cmd_sweep(a):
     return 0 if all(r["status"] in ("done", "skipped (done)") for r in rows) else 1
 
 
+_FAILURES = (CheckpointError, NonFiniteLossError, FileNotFoundError, ImportError,
+             RuntimeError, ValueError, OSError)
+
+
 def main(argv=None):
     "Entry point of the `bssn-book` console script; returns the exit code."
     parser = build_parser()
     try:
         a = parser.parse_args(sys.argv[1:] if argv is None else argv)
         if a.command is None:
-            raise UsageError("choose a command: train, eval or sweep (see: bssn-book --help)")
-        return {"train": _cmd_train, "eval": _cmd_eval, "sweep": _cmd_sweep}[a.command](a)
+            raise UsageError("choose a command: train, eval or sweep (see: bssn-book "
+                             "--help)")
+        if a.command == "train":
+            return _cmd_train(a, None if argv is None else list(argv))
+        return {"eval": _cmd_eval, "sweep": _cmd_sweep}[a.command](a)
     except (UsageError, ConfigError) as e:
         print(f"bssn-book: error: {e}", file=sys.stderr)
         return 2
-    except (CheckpointError, NonFiniteLossError, FileNotFoundError, ImportError, RuntimeError, ValueError, OSError) as e:
+    except _FAILURES as e:
         print(f"bssn-book: error: {e}", file=sys.stderr)
         return 1
+

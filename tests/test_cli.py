@@ -2,13 +2,14 @@
 import csv
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from bssn_book import cli
+from bssn_book import cli, train
 from bssn_book.train import list_checkpoints, load_checkpoint
 from test_train import ROOT, child_env
 
@@ -278,3 +279,79 @@ def test_a_summary_that_cannot_be_merged_at_the_end_loses_no_rows(tmp_path, monk
         cli.run_sweep(cli.sweep_runs(base, ["sn", "bssn"], [1.0], [0], None, out), out=out, log=lambda m: None)
     [kept] = out.glob("summary-unmerged-*.json")
     assert [r["run"] for r in json.loads(kept.read_text())] == ["sn-c1-seed0", "bssn-c1-seed0"]
+
+
+# -- the numerics mode, the official loop, logit_scale and d_depth through --set ------------
+X86_AVX2 = platform.machine().lower() in ("x86_64", "amd64") and train._has_avx2()
+needs_avx2 = pytest.mark.skipif(not X86_AVX2, reason="numerics='avx2' needs an x86-64 CPU with AVX2")
+NUMERICS_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+@needs_avx2
+def test_train_restarts_itself_with_the_numerics_environment(tmp_path, capsys, monkeypatch):
+    """`bssn-book train --set numerics=avx2` from a process started without the variables:
+    called from Python, the run happens in a child started with them (exit code passed on);
+    the run records the capped capability. Once started with them, nothing restarts."""
+    for k in NUMERICS_VARS:
+        monkeypatch.delenv(k, raising=False)
+    out = tmp_path / "run"
+    code, _, err = run_main(["train", "--set", *TINY, "iterations=2", "numerics=avx2",
+                             f"out_dir={out}"], capsys)
+    assert code == 0, err
+    fp = json.loads((out / "done.json").read_text())["numerics"]
+    assert fp["numerics"] == "avx2" and fp["cpu_capability"] == "AVX2"
+    assert {k: fp["env"][k] for k in NUMERICS_VARS} == cli.numerics_env("avx2")
+    assert cli._RESTARTED not in os.environ
+    # a refusal the environment cannot cure is not restarted: a GPU device
+    code, _, err = run_main(["train", "--set", "numerics=avx2", "device=cuda"], capsys)
+    assert code == 2 and "numerics='avx2' (allowed: None on a GPU" in err
+
+
+@needs_avx2
+def test_console_script_replaces_itself_with_the_numerics_environment(tmp_path):
+    "From the shell the train command execs itself (same pid): the run sees the capped CPU."
+    exe = ROOT / ".venv" / "bin" / "bssn-book"
+    if not exe.exists():
+        pytest.skip("console script not installed in .venv")
+    env = {k: v for k, v in child_env().items() if k not in NUMERICS_VARS}
+    p = subprocess.run([str(exe), "train", "--set", *TINY, "iterations=2", "numerics=avx2",
+                        f"out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["numerics"]["cpu_capability"] == "AVX2"
+
+
+@needs_avx2
+def test_sweep_children_get_the_numerics_environment(tmp_path, capsys, monkeypatch):
+    for k in NUMERICS_VARS:
+        monkeypatch.delenv(k, raising=False)
+    code, _, err = run_main(["sweep", "--kinds", "sn", "--out", str(tmp_path / "s"), "--set",
+                             *TINY, "iterations=2", "numerics=avx2"], capsys)
+    assert code == 0, err
+    fp = json.loads((tmp_path / "s" / "sn-c1-seed0" / "done.json").read_text())["numerics"]
+    assert fp["numerics"] == "avx2" and fp["cpu_capability"] == "AVX2"
+
+
+def test_official_loop_logit_scale_and_depth_through_set(tmp_path, capsys):
+    sets = ["loop=official", "logit_scale=2.5", "d_depth=12"]
+    out = tmp_path / "run"
+    code, _, err = run_main(["train", "--set", *TINY, "iterations=2", *sets, f"out_dir={out}"],
+                            capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["loop"], cfg["logit_scale"], cfg["d_depth"]) == ("official", 2.5, 12)
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert all(k in rows[-1] for k in ("grad_slope/D", "logit_spread/D", "margin_frac/D"))
+    code, _, err = run_main(["sweep", "--kinds", "sn,bssn", "--out", str(tmp_path / "s"), "--set",
+                             *TINY, "iterations=2", *sets, "d_depth=16"], capsys)
+    assert code == 0, err
+    for run in ("sn-c1-seed0", "bssn-c1-seed0"):
+        cfg = json.loads((tmp_path / "s" / run / "config.json").read_text())
+        assert (cfg["loop"], cfg["logit_scale"], cfg["d_depth"]) == ("official", 2.5, 16)
+        assert load_checkpoint(list_checkpoints(tmp_path / "s" / run / "checkpoints")[-1])[
+            "config"]["d_depth"] == 16
+    for bad, words in [("loop=tf", "loop='tf'"), ("logit_scale=0", "logit_scale=0"),
+                       ("d_depth=10", "d_depth=10"), ("numerics=avx9", "numerics='avx9'")]:
+        code, _, err = run_main(["train", "--set", bad], capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err

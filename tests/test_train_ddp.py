@@ -58,4 +58,4 @@ def test_torchrun_two_processes_gloo(tmp_path, extra):
         assert torch.equal(state["D"][k], x) if torch.is_tensor(x) else state["D"][k] == x
     tb = ["tb"] if importlib.util.find_spec("tensorboard") else []   # the trainer logs there when it can
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["checkpoints", "config.json", "done.json", "log.csv", "log.jsonl", "rank0.pt", "rank1.pt"] + tb)
+        ["checkpoints", "config.json", "done.json", "log.csv", "log.jsonl", "meta.json", "rank0.pt", "rank1.pt"] + tb)
