@@ -306,3 +306,39 @@ def test_a_cached_d_step_under_ddp_is_the_trainers_step(tmp_path):
         cached, cat = r0[kind]["cached"], r0[kind]["cat"]
         for k in cat:
             assert bench.torch.allclose(cached[k], cat[k], rtol=1e-4, atol=1e-6), (kind, k)
+
+
+def _x86_avx2():
+    import platform
+    from bssn_book.train import _has_avx2
+    return platform.machine().lower() in ("x86_64", "amd64") and _has_avx2()
+
+
+@pytest.mark.skipif(not _x86_avx2(), reason="numerics='avx2' needs an x86-64 CPU with AVX2")
+def test_numerics_cost_times_both_variants_in_fresh_processes(tmp_path):
+    "numerics_cost.py at tiny sizes: both variants timed, the capped one really capped, the ratio in its interval."
+    import numerics_cost
+    out = tmp_path / "numerics_cost.json"
+    r = numerics_cost.main(["--repeats", "2", "--iterations", "2", "--warmup", "1", "--width", "0.0625",
+                            "--batch-size", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    rows = {row["variant"]: row for row in r["rows"]}
+    assert set(rows) == {"native", "avx2"} and rows["avx2"]["cpu_capability"] == "AVX2"
+    assert all(len(row["s_per_it_all"]) == 2 and row["s_per_it"] > 0 for row in rows.values())
+    lo, hi = r["ratio_ci95"]
+    assert lo <= r["ratio_avx2_vs_native"] <= hi
+    assert r["ratio_avx2_vs_native"] == rows["avx2"]["s_per_it"] / rows["native"]["s_per_it"]
+    assert r["run"]["width"] == 0.0625 and r["iterations"] == 2 and "torch" in r and "machine" in r
+
+
+@pytest.mark.parametrize("argv, message", [(["--repeats", "1"], "--repeats must be at least 2, got 1"),
+                                          (["--iterations", "0"], "--iterations must be at least 1, got 0"),
+                                          (["--threads", "0"], "--threads must be at least 1, got 0"),
+                                          (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+                                          (["--width", "-1"], "--widths -1.0")])
+def test_numerics_cost_refuses_bad_counts_before_timing(argv, message, capsys, monkeypatch):
+    import numerics_cost
+    monkeypatch.setattr(numerics_cost, "time_all", lambda *a, **k: pytest.fail("timing started despite a bad count"))
+    with pytest.raises(SystemExit) as e:
+        numerics_cost.main(argv + ["--out", "/tmp/never-written-numerics-cost.json"])
+    assert e.value.code == 2 and message in capsys.readouterr().err
