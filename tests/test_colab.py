@@ -71,7 +71,8 @@ def test_every_chapter_has_the_shared_install_cell():
 
 def test_the_install_cell_reads_its_source_from_the_environment():
     text = install_cell.cell_text(["metrics"])
-    assert 'os.environ.get("BSSN_BOOK_PIP", "git+https://github.com/' in text
+    assert 'repository = "git+https://github.com/' in text
+    assert 'os.environ.get("BSSN_BOOK_PIP", repository)' in text
     assert '%pip install -q "bssn-book[metrics] @ {source}"' in text
     assert "import bssn_book, torch_fidelity" in text
     with pytest.raises(ValueError, match="unknown extras"):
@@ -91,7 +92,7 @@ def test_a_changed_install_cell_is_named(tmp_path):
 
 
 # What shows that a chapter uses an extra: the modules of the extra, or the package's functions that need them.
-USES = {"metrics": r"\btorch_fidelity\b|\bcompute_metrics\(|\bbssn-book\s+eval\b|[\"']eval[\"'],\s",
+USES = {"metrics": r"\btorch_fidelity\b|\bcompute_metrics\(|\bbssn-book\s+eval\b|\[\s*[\"']eval[\"'],\s",
         "data": r"\bsklearn\b|\bmlxtend\b|\bPIL\b|\bload_mnist|\bload_digits|\bload_dataset\(|ImageFolderDataset"
                 r"|\bload_cifar10|\bload_stl10",
         "docs": r"\bnbdev\b"}
