@@ -21,7 +21,7 @@ EXPECTED = {"evidence/results": "experiments/evidence/results", "evidence/result
             "evidence/results-r32-long": "experiments/evidence/results-r32-long", "evidence/config.json": "experiments/evidence/config.json",
             "evidence/config_ring.json": "experiments/evidence/config_ring.json",
             "feature_extractor/result.json": "experiments/feature_extractor/result.json",
-            "bench": "benchmarks/results"}
+            "bench": "benchmarks/results", "toy": "experiments/toy/results"}
 # issue 20's new parts of experiments/evidence/run.py: linked once the regeneration has written them (run.py's collect
 # makes the link when it writes the folder)
 EXPECTED.update({f"evidence/{name}": f"experiments/evidence/{name}"
@@ -63,6 +63,7 @@ def test_every_result_of_the_scripts_is_reachable():
 
 def test_path_finds_files_and_names_what_is_wrong():
     assert results.path("evidence/results/runs.csv").is_file()
+    assert results.path("toy/toy.json").is_file()   # chapter 1's toy GAN (experiments/toy/run.py)
     assert json.loads(results.path("bench/d_step.json").read_text())["rows"]
     with pytest.raises(FileNotFoundError, match="'evidence/nope.csv'.*evidence/results"):
         results.path("evidence/nope.csv")
