@@ -21,7 +21,8 @@ EXPECTED = {"evidence/results": "experiments/evidence/results", "evidence/result
             "evidence/results-r32-long": "experiments/evidence/results-r32-long", "evidence/config.json": "experiments/evidence/config.json",
             "evidence/config_ring.json": "experiments/evidence/config_ring.json",
             "feature_extractor/result.json": "experiments/feature_extractor/result.json",
-            "bench": "benchmarks/results", "toy": "experiments/toy/results"}
+            "bench": "benchmarks/results", "toy": "experiments/toy/results",
+            "evidence/results-cpus": "experiments/evidence/results-cpus"}   # experiments/evidence/cpus.py
 # issue 20's new parts of experiments/evidence/run.py: linked once the regeneration has written them (run.py's collect
 # makes the link when it writes the folder)
 EXPECTED.update({f"evidence/{name}": f"experiments/evidence/{name}"
