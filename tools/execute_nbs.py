@@ -94,7 +94,12 @@ def to_book_cell(cell: dict) -> dict:
     title = TITLE.match(kept[0]) if kept else None
     if title:
         kept = kept[1:]
+        # a titled cell folds its code; with the tag hide-output (the provenance box, say) its output
+        # too, behind the same single toggle
         tags.add("hide-input")
+        if "hide-output" in tags:
+            tags -= {"hide-input", "hide-output"}
+            tags.add("hide-cell")
         prompt = title.group(1)
         cell.setdefault("metadata", {})["mystnb"] = {"code_prompt_show": prompt, "code_prompt_hide": prompt}
     cell["source"] = "\n".join(kept)
