@@ -16,10 +16,10 @@ def _root() -> pathlib.Path:
 
 def path(name):
     """The result file or folder `name` shipped with the package, e.g.
-    `path("evidence/results/runs.csv")`: chapter 8's grids (`evidence/results`,
-    `evidence/results-r32`, `evidence/results-r32-long`),
-    `feature_extractor/result.json` and `bench/d_step.json`,
-    `bench/train_quick.json`."""
+    `path("evidence/results/runs.csv")`: chapter 8's folders (`evidence/results`,
+    `evidence/results-r32`, `evidence/results-r32-long`, `-long-official`,
+    `evidence/results-mechanism`, `evidence/results-cpus`), chapter 1's `toy/toy.json`,
+    `feature_extractor/result.json` and the benchmarks' `bench/*.json`."""
     parts = pathlib.PurePosixPath(str(name)).parts
     if not parts or parts[0] == "/" or ".." in parts:
         raise ValueError(
