@@ -102,6 +102,7 @@ release-check: env node_modules/.stamp
 bench: env
 	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/run.py
 	OMP_NUM_THREADS=$$(env -u OMP_NUM_THREADS nproc) $(BIN)/python benchmarks/train_quick.py
+	$(BIN)/python benchmarks/numerics_cost.py
 
 clean:
 	rm -rf _build dist build *.egg-info
