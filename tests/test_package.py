@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["matplotlib", "ipywidgets", "torch_fidelity", "torchvision", "sklearn", "mlxtend",
-         "nbdev", "fastcore", "IPython", "tqdm", "scipy"]
+         "nbdev", "fastcore", "IPython", "tqdm", "scipy", "pandas"]
 
 
 @pytest.fixture(scope="module")
