@@ -7,7 +7,7 @@ __all__ = ['LEVEL', 'POWER', 'UNTESTABLE', 'load_results', 'pick', 'per_seed', '
            't_interval', 't_test_power', 'detectable_effect', 'sign_test', 'fisher_failures', 'holm', 'untestable',
            'rounded', 'verdict', 'lower']
 
-# %% ../nbs/08_evidence.ipynb #6bf1cf6a
+# %% ../nbs/08_evidence.ipynb #8731533e
 #@title Library: reading the result files
 from types import SimpleNamespace
 import json
@@ -177,7 +177,7 @@ def verdict(d, direction=1, failures=None, level=LEVEL, power=POWER):
         label = f"no difference detected (could detect ≥ {rounded(out['detectable'])})"
     return dict(label=label, **out)
 
-# %% ../nbs/08_evidence.ipynb #1c2bdb35
+# %% ../nbs/08_evidence.ipynb #d4becb82
 def lower(g, a, b, col="fid"):
     """Chapter 8's verdict on "a has the lower `col` than b": per seed col(b) - col(a)
     (> 0 as predicted), with both arms' failed runs."""
