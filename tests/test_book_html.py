@@ -87,3 +87,19 @@ def test_the_notebook_rule_names_what_breaks_it(tmp_path):
     found = reading_layer.problems(p)
     assert len(found) == 2 and "cell 0: an assert outside a check cell" in found[0] and "cell 1" in found[1]
     assert reading_layer.fix(p) and reading_layer.problems(p)[1:] == [] and len(reading_layer.problems(p)) == 1
+
+
+def test_no_cell_shows_a_figure_twice():
+    """A cell whose last line returns a figure shows it twice: once from the inline backend, once as the cell's
+    value (end such a line with ';'). Read from the executed notebooks the book is built from."""
+    import json
+    executed = ROOT / "_build" / "src" / "nbs"
+    if not executed.is_dir():
+        pytest.fail(f"{executed} is missing: build the book first (`make book`; `make test` does it)")
+    twice = []
+    for path in sorted(executed.glob("*.ipynb")):
+        for i, c in enumerate(json.loads(path.read_text())["cells"]):
+            pngs = [o["data"]["image/png"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+            if len(set(pngs)) < len(pngs):
+                twice.append(f"{path.name} cell {i}")
+    assert not twice, f"the same figure shown twice in: {', '.join(twice)}"
