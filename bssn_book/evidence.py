@@ -7,7 +7,7 @@ __all__ = ['LEVEL', 'POWER', 'UNTESTABLE', 'load_results', 'pick', 'per_seed', '
            't_interval', 't_test_power', 'detectable_effect', 'sign_test', 'fisher_failures', 'holm', 'untestable',
            'rounded', 'verdict', 'lower']
 
-# %% ../nbs/08_evidence.ipynb #8731533e
+# %% ../nbs/08_evidence.ipynb #92b955dd
 #@title Library: reading the result files
 from types import SimpleNamespace
 import json
@@ -20,6 +20,12 @@ def load_results(folder):
     from bssn_book.results import path
 
     d = path(f"evidence/{folder}")
+    missing = [f for f in ("runs.csv", "meta.json") if not (d / f).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"load_results: {d} has no {' or '.join(missing)}: not a result folder "
+            "that experiments/evidence/run.py collected"
+        )
     read = lambda f: pd.read_csv(d / f) if (d / f).exists() else None
     runs = read("runs.csv")
     # a run failed if it collapsed or diverged (meta.json's definitions)
@@ -177,7 +183,7 @@ def verdict(d, direction=1, failures=None, level=LEVEL, power=POWER):
         label = f"no difference detected (could detect ≥ {rounded(out['detectable'])})"
     return dict(label=label, **out)
 
-# %% ../nbs/08_evidence.ipynb #d4becb82
+# %% ../nbs/08_evidence.ipynb #828650bf
 def lower(g, a, b, col="fid"):
     """Chapter 8's verdict on "a has the lower `col` than b": per seed col(b) - col(a)
     (> 0 as predicted), with both arms' failed runs."""

@@ -22,12 +22,9 @@ EXPECTED = {"evidence/results": "experiments/evidence/results", "evidence/result
             "evidence/config_ring.json": "experiments/evidence/config_ring.json",
             "feature_extractor/result.json": "experiments/feature_extractor/result.json",
             "bench": "benchmarks/results", "toy": "experiments/toy/results",
-            "evidence/results-cpus": "experiments/evidence/results-cpus"}   # experiments/evidence/cpus.py
-# issue 20's new parts of experiments/evidence/run.py: linked once the regeneration has written them (run.py's collect
-# makes the link when it writes the folder)
-EXPECTED.update({f"evidence/{name}": f"experiments/evidence/{name}"
-                 for name in ("results-r32-long-official", "results-mechanism")
-                 if (ROOT / "experiments" / "evidence" / name).is_dir()})
+            "evidence/results-cpus": "experiments/evidence/results-cpus",   # experiments/evidence/cpus.py
+            "evidence/results-r32-long-official": "experiments/evidence/results-r32-long-official",
+            "evidence/results-mechanism": "experiments/evidence/results-mechanism"}
 
 
 def _shipped_files():
@@ -93,3 +90,17 @@ def test_the_wheel_carries_the_results_and_stays_small(tmp_path):
         assert names == {f"bssn_book/assets/results/{n}" for n in _shipped_files()}
         assert all(not z.getinfo(n).external_attr >> 28 == 0o12 for n in names)   # files, not links
     assert wheel.stat().st_size < 10e6, f"{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB"
+
+
+def test_load_results_names_a_folder_that_is_not_a_result(tmp_path, monkeypatch):
+    "A folder without runs.csv or meta.json gets an error naming the folder and the missing file."
+    import bssn_book.results as results
+    from bssn_book.evidence import load_results
+
+    (tmp_path / "evidence" / "half").mkdir(parents=True)
+    (tmp_path / "evidence" / "half" / "runs.csv").write_text("run,config,seed,collapsed,diverged\n")
+    monkeypatch.setattr(results, "_root", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"half has no meta\.json"):
+        load_results("half")
+    with pytest.raises(FileNotFoundError, match="no result file or folder 'evidence/nothing'"):
+        load_results("nothing")
